@@ -1,0 +1,5 @@
+import sys
+
+from tarq.cli.main import main
+
+sys.exit(main())
