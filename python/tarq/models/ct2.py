@@ -252,8 +252,11 @@ def whisper_state_dict(m: Ct2Model) -> dict[str, torch.Tensor]:
     return sd
 
 
-def whisper_config_dict(m: Ct2Model, ct2_config: dict, special: "dict[str, int]") -> dict:
-    """A transformers ``WhisperConfig`` dict derived from tensor shapes and CTranslate2 options."""
+def whisper_config_dict(m: Ct2Model, special: "dict[str, int]") -> dict:
+    """A transformers ``WhisperConfig`` dict derived from tensor shapes and CTranslate2 options.
+
+    Generation settings (suppressed tokens, alignment heads) go to the GenerationConfig, not here.
+    """
     emb = m.get("decoder/embeddings/weight")
     conv1 = m.get("encoder/conv1/weight")
     fc1_enc = m.get("encoder/layer_0/ffn/linear_0/weight")
@@ -296,8 +299,9 @@ def whisper_config_dict(m: Ct2Model, ct2_config: dict, special: "dict[str, int]"
         "bos_token_id": eot,
         "eos_token_id": eot,
         "decoder_start_token_id": sot,
-        "suppress_tokens": list(ct2_config.get("suppress_ids", [])),
-        "begin_suppress_tokens": list(ct2_config.get("suppress_ids_begin", [])),
+        # WhisperConfig defaults these to tiny.en's ids; the generation config carries the real ones.
+        "suppress_tokens": None,
+        "begin_suppress_tokens": None,
     }
     return cfg
 
@@ -310,3 +314,40 @@ def read_ct2_config(model_dir: Path) -> dict:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: invalid JSON ({e})") from None
+
+
+_DTYPE_IDS = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3,
+              np.dtype(np.float16): 4}
+
+
+def write_ct2_model(path: str | os.PathLike, variables: dict[str, np.ndarray], aliases: dict[str, str] | None = None,
+                    *, spec: str = "WhisperSpec", revision: int = 3, version: int = 6) -> Path:
+    """Write a CTranslate2 ``model.bin`` (the layout documented at the top). Used for round-trip tests and
+    for building small synthetic models; atomic (temp file + rename)."""
+    import tempfile
+
+    path = Path(path)
+
+    def s(text: str) -> bytes:
+        raw = text.encode("utf-8") + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<I", version) + s(spec) + struct.pack("<II", revision, len(variables)))
+            for name in sorted(variables):
+                a = np.require(variables[name], requirements="C")  # (ascontiguousarray makes scalars 1-d)
+                if a.dtype not in _DTYPE_IDS:
+                    raise ValueError(f"{path}: cannot write {name} with dtype {a.dtype}")
+                f.write(s(name) + struct.pack("<B", a.ndim) + struct.pack(f"<{a.ndim}I", *a.shape)
+                        + struct.pack("<BI", _DTYPE_IDS[a.dtype], a.nbytes) + a.tobytes())
+            aliases = aliases or {}
+            f.write(struct.pack("<I", len(aliases)))
+            for alias, target in sorted(aliases.items()):
+                f.write(s(alias) + s(target))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,254 @@
+"""Wall time of a full TARQ / GPTQ calibration, split into forward passes, statistics and solves,
+with the native solver and the PyTorch reference solver (TARQ_KERNELS=reference) in the same run.
+
+Each calibration is a fresh ``tarq quantize`` process (wall time and peak RSS measured from outside; the split
+comes from the run's ``report.json``). Native and reference runs of one configuration are interleaved, and their
+integer codes are compared, so the speedup is between runs that produced the same model.
+
+    python benchmarks/bench_quant_speed.py                        # tiny.en x 128 utts, base x 16 utts
+    python benchmarks/bench_quant_speed.py --n-calib tiny.en=128,base=128 --repeats 2
+    python benchmarks/bench_quant_speed.py --gpu                  # CUDA variant (skipped without a GPU)
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (RESULTS_DIR, RunMeta, add_common_args, bench_env, check_child, cuda_available,
+                     ensure_tarq_importable,  # noqa: E402
+                     fmt_num, markdown_table, median, pyplot, read_json, resolve_data_root, run_measured,
+                     save_plot, skipped_no_cuda, tarq_cli, write_json)
+
+BACKENDS = {"native": {}, "reference": {"TARQ_KERNELS": "reference"}}
+PHASES = ("prepare", "forward", "statistics", "solve")   # prepare: audio, features, tokens, rarity tags
+CALIB_SET = "austen-tts-calib"
+
+
+def phase_split(report: dict) -> dict[str, float | None]:
+    """forward / statistics / solve / total seconds from a quantize ``report.json``.
+
+    Reads ``report["timing_s"]`` (written by tarq.calib.driver); phase keys are matched by prefix (``stats``,
+    ``statistics_s``, ...), so the split survives small renames; anything else timed (e.g. the per-layer report)
+    is summed into ``other``."""
+    timing = report.get("timing_s") or report.get("timing") or {}
+    out: dict[str, float | None] = {p: None for p in PHASES}
+    other = 0.0
+    total = None
+    for key, val in timing.items():
+        if not isinstance(val, (int, float)):
+            continue
+        k = key.lower()
+        if k in ("total", "total_s", "wall", "wall_s"):
+            total = float(val)
+            continue
+        phase = next((p for p in PHASES if k.startswith(p[:4])), None)   # prep / forw / stat / solv
+        if phase:
+            out[phase] = (out[phase] or 0.0) + float(val)
+        else:
+            other += float(val)
+    out["other"] = other
+    out["total"] = total
+    return out
+
+
+def codes_agreement(dir_a: Path, dir_b: Path) -> dict:
+    """Fraction of identical integer codes between two quantized dirs (native vs reference solver)."""
+    ensure_tarq_importable()
+    from tarq.qmodel import load_quantized_dir
+
+    a, b = load_quantized_dir(dir_a), load_quantized_dir(dir_b)
+    same = total = 0
+    tensors_identical = 0
+    for name, qa in a.quantized.items():
+        qb = b.quantized.get(name)
+        if qb is None:
+            continue
+        eq = int((qa.codes == qb.codes).sum())
+        same += eq
+        total += qa.codes.numel()
+        tensors_identical += int(eq == qa.codes.numel() and bool((qa.scales == qb.scales).all()))
+    return {"codes_equal_fraction": same / total if total else None, "tensors": len(a.quantized),
+            "tensors_identical": tensors_identical}
+
+
+def quantize_once(model: str, method: str, calib: Path, n_calib: int, threads: int, backend: str,
+                  out_dir: Path, device: str | None, timeout: float) -> dict:
+    cmd = tarq_cli("quantize", model, "--method", method, "--format", "q4_0", "--calib", str(calib),
+                   "--n-calib", str(n_calib), "--threads", str(threads), "--out", str(out_dir))
+    if device:
+        cmd += ["--device", device]
+    res = run_measured(cmd, env=bench_env(threads=threads, **BACKENDS[backend]), timeout=timeout)
+    check_child(res, f"quantize {model} {method} ({backend})")
+    report_path = out_dir / "report.json"
+    report = read_json(report_path) if report_path.exists() else {}
+    split = phase_split(report)
+    return {"wall_s": round(res.wall_s, 2), "peak_rss_mb": round(res.peak_rss_mb, 1), "split": split,
+            "kernels_backend": (report.get("versions") or {}).get("kernels"),
+            "timing_raw": report.get("timing")}
+
+
+def run(args) -> dict:
+    meta = RunMeta.start("quant_speed" + ("_gpu" if args.gpu else ""))
+    calib = resolve_data_root(args.data_root) / CALIB_SET
+    device = "cuda" if args.gpu else None
+    runs = []
+    tmp_root = Path(tempfile.mkdtemp(prefix="tarq-qspeed-"))
+    try:
+        for model in args.models:
+            n_calib = args.n_calib.get(model, args.n_calib.get("*", 128))
+            for method in args.methods:
+                reps: dict[str, list[dict]] = {b: [] for b in args.backends}
+                dirs: dict[str, Path] = {}
+                for rep in range(args.repeats):
+                    for backend in args.backends:       # interleaved: load drift hits both alike
+                        out = tmp_root / f"{model}-{method}-{backend}-{rep}"
+                        r = quantize_once(model, method, calib, n_calib, args.threads, backend, out, device,
+                                          args.timeout)
+                        reps[backend].append(r)
+                        s = r["split"]
+                        print(f"{model} {method} {backend} (rep {rep + 1}): wall {r['wall_s']:.1f} s, prepare "
+                              f"{fmt_num(s['prepare'], 1)} s, forward "
+                              f"{fmt_num(s['forward'], 1)} s, stats {fmt_num(s['statistics'], 1)} s, solve "
+                              f"{fmt_num(s['solve'], 2)} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+                        if rep == 0:
+                            dirs[backend] = out
+                        else:
+                            shutil.rmtree(out, ignore_errors=True)
+                agreement = None
+                if "native" in dirs and "reference" in dirs:
+                    agreement = codes_agreement(dirs["native"], dirs["reference"])
+                for backend, rs in reps.items():
+                    runs.append({
+                        "model": model, "method": method, "n_calib": n_calib, "backend": backend,
+                        "kernels_backend": rs[0]["kernels_backend"], "repeats": len(rs),
+                        "wall_s": median([r["wall_s"] for r in rs]),
+                        "peak_rss_mb": median([r["peak_rss_mb"] for r in rs]),
+                        **{p: median([r["split"][p] for r in rs]) for p in (*PHASES, "other", "total")},
+                        "all_wall_s": [r["wall_s"] for r in rs], "timing_raw": rs[0]["timing_raw"],
+                        "native_vs_reference": agreement,
+                    })
+                for d in dirs.values():
+                    shutil.rmtree(d, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return {"meta": meta.finish(),
+            "config": {"models": args.models, "methods": args.methods, "backends": args.backends,
+                       "n_calib": args.n_calib, "threads": args.threads, "repeats": args.repeats, "format": "q4_0",
+                       "calib": CALIB_SET, "device": device or "cpu"},
+            "runs": runs}
+
+
+def render_markdown(result: dict) -> str:
+    if result.get("skipped"):
+        return f"_{result['skipped']}_"
+    rows = []
+    by = {(r["model"], r["method"], r["backend"]): r for r in result["runs"]}
+    for r in result["runs"]:
+        ref = by.get((r["model"], r["method"], "reference"))
+        speed = (f"{ref['solve'] / r['solve']:.1f}×" if r["backend"] != "reference" and ref and r["solve"]
+                 and ref["solve"] else "–")
+        wall_speed = (f"{ref['wall_s'] / r['wall_s']:.2f}×" if r["backend"] != "reference" and ref else "–")
+        agree = r.get("native_vs_reference") or {}
+        rows.append([r["model"], r["method"], r["n_calib"],
+                     r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
+                                     r["kernels_backend"] != r["backend"] else ""),
+                     fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1), fmt_num(r["statistics"], 1),
+                     fmt_num(r["solve"], 2), fmt_num(r["other"], 1), speed, wall_speed,
+                     fmt_num(r["peak_rss_mb"], 0),
+                     fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else ""])
+    m = result["meta"]
+    cfg = result["config"]
+    return (markdown_table(["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s",
+                            "statistics s", "solve s", "other s", "solve speedup", "wall speedup", "peak RSS MB",
+                            "codes equal (native vs ref)"], rows, "llrlrrrrrrrrrr") +
+            f"\n\nDevice {cfg['device']}, {cfg['threads']} threads, median of {cfg['repeats']} run(s) per row; "
+            f"machine {m['machine']['cpu']} ({m['machine']['cpu_count']} cores), load average {m['loadavg_start']}"
+            f" → {m['loadavg_end']}.")
+
+
+def plot(result: dict, path: Path) -> Path:
+    plt = pyplot()
+    runs = result["runs"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(runs)), 4))
+    labels = [f"{r['model']}\n{r['method']}\n{r['backend']}" for r in runs]
+    bottom = [0.0] * len(runs)
+    for phase in (*PHASES, "other"):
+        vals = [r[phase] or 0.0 for r in runs]
+        ax.bar(range(len(runs)), vals, bottom=bottom, label=phase)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.scatter(range(len(runs)), [r["wall_s"] for r in runs], color="k", marker="_", s=200, label="process wall")
+    ax.set_xticks(range(len(runs)))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"calibration time split ({result['config']['device']}, {result['config']['threads']} threads)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    return save_plot(fig, path)
+
+
+def _n_calib(text: str) -> dict[str, int]:
+    if text.isdigit():
+        return {"*": int(text)}
+    out = {}
+    for part in text.split(","):
+        model, _, n = part.partition("=")
+        if not n.isdigit():
+            raise argparse.ArgumentTypeError(f"--n-calib wants N or model=N,...; got {text!r}")
+        out[model] = int(n)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(p, "bench_quant_speed.json")
+    p.add_argument("--models", default="tiny.en,base")
+    p.add_argument("--methods", default="tarq,gptq")
+    p.add_argument("--backends", default="native,reference", help="solver backends (default native,reference)")
+    p.add_argument("--n-calib", type=_n_calib, default=_n_calib("tiny.en=128,base=16"),
+                   help="calibration utterances: N for all models or model=N,... (default tiny.en=128,base=16)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per calibration")
+    p.add_argument("--data-root", help="folder with the shared speech sets (default ../shared/data)")
+    p.add_argument("--gpu", action="store_true",
+                   help="CUDA variant (tarq quantize --device cuda); records 'skipped: no CUDA device' without one")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.methods = [m for m in args.methods.split(",") if m]
+    args.backends = [b for b in args.backends.split(",") if b]
+    bad = [b for b in args.backends if b not in BACKENDS]
+    if bad:
+        raise SystemExit(f"unknown backend(s) {bad}; choose from {','.join(BACKENDS)}")
+    if args.gpu and args.out == RESULTS_DIR / "bench_quant_speed.json":
+        args.out = RESULTS_DIR / "bench_quant_speed_gpu.json"
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.dry_run:
+        print(f"quant_speed{' (gpu)' if args.gpu else ''}: models {args.models}, methods {args.methods}, "
+              f"solvers {args.backends}, calibration utterances {args.n_calib}, {args.repeats} repeat(s) -> {args.out}")
+        return 0
+    if args.gpu and not cuda_available():
+        write_json(args.out, skipped_no_cuda("quant_speed_gpu"))
+        print("skipped: no CUDA device")
+        return 0
+    write_json(args.out, run(args))
+    result = read_json(args.out)      # render what was saved, exactly as summarize.py will
+    plot(result, args.out.with_suffix(".png"))
+    print(render_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Rewrite the result tables in benchmarks/README.md from the committed JSON in benchmarks/results/.
+
+Each table sits between ``<!-- results:NAME:begin -->`` and ``<!-- results:NAME:end -->`` and is produced by the
+same ``render_markdown`` the benchmark script prints with, so README and JSON cannot drift.
+
+    python benchmarks/summarize.py            # rewrite README tables
+    python benchmarks/summarize.py --check    # exit 1 if README is out of date (used by the smoke test)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BENCH_DIR, RESULTS_DIR, read_json  # noqa: E402
+
+README = BENCH_DIR / "README.md"
+# marker name -> (script module, result file)
+SECTIONS = {
+    "accuracy": ("bench_accuracy", "bench_accuracy.json"),
+    "deployment": ("bench_deployment", "bench_deployment.json"),
+    "deployment_gpu": ("bench_deployment", "bench_deployment_gpu.json"),
+    "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),
+    "quant_speed_gpu": ("bench_quant_speed", "bench_quant_speed_gpu.json"),
+}
+
+
+def render_section(name: str, results_dir: Path = RESULTS_DIR) -> str:
+    module, filename = SECTIONS[name]
+    path = results_dir / filename
+    if not path.exists():
+        return f"_No result yet: run the benchmark to create `benchmarks/results/{filename}`._"
+    result = read_json(path)
+    body = importlib.import_module(module).render_markdown(result)
+    return f"Source: `benchmarks/results/{filename}` (finished {result['meta'].get('finished', '?')}).\n\n{body}"
+
+
+def rewrite(text: str, results_dir: Path = RESULTS_DIR) -> str:
+    for name in SECTIONS:
+        pattern = re.compile(rf"(<!-- results:{name}:begin -->\n)(?:.*?\n)?(<!-- results:{name}:end -->)", re.S)
+        if pattern.search(text):
+            body = render_section(name, results_dir)
+            text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 if README.md is out of date")
+    p.add_argument("--readme", type=Path, default=README)
+    args = p.parse_args(argv)
+    old = args.readme.read_text()
+    new = rewrite(old)
+    if args.check:
+        if new != old:
+            print(f"{args.readme} is out of date: run python benchmarks/summarize.py", file=sys.stderr)
+            return 1
+        print(f"{args.readme} matches benchmarks/results/*.json")
+        return 0
+    if new != old:
+        tmp = args.readme.with_name(args.readme.name + ".tmp")
+        tmp.write_text(new)
+        os.replace(tmp, args.readme)
+        print(f"updated {args.readme}")
+    else:
+        print(f"{args.readme} already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

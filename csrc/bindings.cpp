@@ -1,0 +1,139 @@
+// pybind11 module tarq._C: NumPy buffers in, NumPy buffers out; no libtorch. The Python wrapper
+// (python/tarq/kernels/native.py) converts torch tensors and re-raises errors as tarq exceptions.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cholesky.h"
+#include "fp16.h"
+#include "kernels.h"
+#include "sweep.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef TARQ_WITH_CUDA
+#include "cuda/sweep_cuda.h"
+#endif
+
+namespace py = pybind11;
+using f64_array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+tarq::Lattice make_lattice(int qmin, int qmax, float divisor, bool signed_max, int group) {
+    if (group <= 0 || group % 32 != 0) throw std::invalid_argument("group size must be a positive multiple of 32");
+    if (qmin >= qmax || qmin < -128 || qmax > 127) throw std::invalid_argument("bad code range");
+    return {qmin, qmax, divisor, signed_max, group};
+}
+
+void check_matrix(const f64_array& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D");
+}
+
+py::tuple cholesky_py(const f64_array& H, double damp_frac, int max_tries) {
+    check_matrix(H, "H");
+    const int64_t n = H.shape(0);
+    if (H.shape(1) != n) throw std::invalid_argument("H must be square");
+    tarq::CholeskyOut out;
+    {
+        py::gil_scoped_release nogil;
+        out = tarq::cholesky_inverse_upper(H.data(), n, damp_frac, max_tries);
+    }
+    py::array_t<float> U({n, n});
+    std::memcpy(U.mutable_data(), out.U.data(), sizeof(float) * n * n);
+    py::array_t<bool> dead(n);
+    for (int64_t i = 0; i < n; ++i) dead.mutable_data()[i] = out.dead[i] != 0;
+    return py::make_tuple(U, out.damp, dead, out.tries);
+}
+
+// Sweeps W_i under U_{u_index[i]} for every i in one OpenMP region (shared-U rows can be concatenated by the
+// caller; independent pairs pass one U each). Returns [(codes int8, scales uint16 fp16 bits, dequant f32,
+// row_err f64)] per W.
+py::list sweep_multi_py(const std::vector<f64_array>& Ws, const std::vector<f64_array>& Us,
+                        const std::vector<int>& u_index, int qmin, int qmax, float divisor, bool signed_max,
+                        int group, int64_t block) {
+    const tarq::Lattice lat = make_lattice(qmin, qmax, divisor, signed_max, group);
+    if (Ws.empty()) throw std::invalid_argument("no weight matrices");
+    if (u_index.size() != Ws.size()) throw std::invalid_argument("u_index must have one entry per W");
+    for (const auto& U : Us) check_matrix(U, "U");
+    const int64_t n = Ws[0].ndim() == 2 ? Ws[0].shape(1) : -1;
+    if (n % group != 0) throw std::invalid_argument("input width must be a multiple of the group size");
+    std::vector<tarq::SweepJob> jobs;
+    py::list results;
+    for (size_t i = 0; i < Ws.size(); ++i) {
+        check_matrix(Ws[i], "W");
+        if (Ws[i].shape(1) != n) throw std::invalid_argument("all W must have the same width");
+        if (u_index[i] < 0 || static_cast<size_t>(u_index[i]) >= Us.size())
+            throw std::invalid_argument("u_index out of range");
+        const f64_array& U = Us[u_index[i]];
+        if (U.shape(0) != n || U.shape(1) != n) throw std::invalid_argument("U must be [n, n]");
+        const int64_t m = Ws[i].shape(0);
+        py::array_t<int8_t> codes({m, n});
+        py::array_t<uint16_t> scales({m, n / group});
+        py::array_t<float> deq({m, n});
+        py::array_t<double> row_err(m);
+        jobs.push_back({Ws[i].data(), m, U.data(), codes.mutable_data(), scales.mutable_data(), deq.mutable_data(),
+                        row_err.mutable_data()});
+        results.append(py::make_tuple(codes, scales, deq, row_err));
+    }
+    {
+        py::gil_scoped_release nogil;
+        tarq::gptq_sweep_jobs(jobs, n, lat, block);
+    }
+    return results;
+}
+
+py::array_t<uint16_t> f32_to_f16_py(const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
+    py::array_t<uint16_t> out(x.size());
+    for (py::ssize_t i = 0; i < x.size(); ++i) out.mutable_data()[i] = tarq::f32_to_f16(x.data()[i]);
+    return out;
+}
+
+py::array_t<float> f16_to_f32_py(const py::array_t<uint16_t, py::array::c_style | py::array::forcecast>& x) {
+    py::array_t<float> out(x.size());
+    for (py::ssize_t i = 0; i < x.size(); ++i) out.mutable_data()[i] = tarq::f16_to_f32(x.data()[i]);
+    return out;
+}
+
+int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+    m.doc() = "tarq native GPTQ kernels (C++/OpenMP; CUDA sweep when built with nvcc)";
+    py::register_exception<tarq::NonPDError>(m, "NonPDHessianError", PyExc_ValueError);
+    m.def("cholesky_inverse_upper", &cholesky_py, py::arg("H"), py::arg("damp_frac") = 0.01,
+          py::arg("max_tries") = 8,
+          "H f64 [n,n] -> (U f32 [n,n] upper with (H+λI)^-1 = U^T U, λ used, dead bool [n], tries)");
+    m.def("gptq_sweep_multi", &sweep_multi_py, py::arg("Ws"), py::arg("Us"), py::arg("u_index"), py::arg("qmin"),
+          py::arg("qmax"), py::arg("divisor"), py::arg("signed_max"), py::arg("group"), py::arg("block") = 128);
+    m.def("f32_to_f16_bits", &f32_to_f16_py, "float32 -> IEEE half bits (round to nearest even)");
+    m.def("f16_bits_to_f32", &f16_to_f32_py);
+    m.def("max_threads", &max_threads);
+    m.def("set_num_threads", [](int n) {
+#ifdef _OPENMP
+        if (n > 0) omp_set_num_threads(n);
+#endif
+    }, "OpenMP threads for later calls (benchmarks match torch.set_num_threads)");
+    m.def("isa", [] { return std::string(tarq::pick_kernels().isa); });
+#ifdef TARQ_WITH_CUDA
+    m.attr("has_cuda") = true;
+    m.def("gptq_sweep_cuda", &tarq::cuda::sweep_device_ptrs, py::arg("W"), py::arg("U"), py::arg("m"), py::arg("n"),
+          py::arg("codes"), py::arg("scales"), py::arg("deq"), py::arg("row_err"), py::arg("qmin"), py::arg("qmax"),
+          py::arg("divisor"), py::arg("signed_max"), py::arg("group"), py::arg("block"), py::arg("stream") = 0,
+          "CUDA sweep on device pointers (float64 W/U, int8 codes, uint16 scales, f32 dequant, f64 row_err)");
+#else
+    m.attr("has_cuda") = false;
+#endif
+}

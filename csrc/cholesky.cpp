@@ -1,0 +1,155 @@
+// U = J L^-1 J where L L^T = J H_d J and J reverses the index order: then U is upper-triangular with a
+// positive diagonal and U^T U = J L^-T L^-1 J = (J L L^T J)^-1 = H_d^-1. This is the same unique factor
+// GPTQ gets from cholesky -> cholesky_inverse -> cholesky(upper), with one factorisation instead of two.
+#include "cholesky.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "kernels.h"
+
+namespace tarq {
+
+double damp_schedule(double damp_frac, double mean_diag, int attempt) {
+    const double lam0 = damp_frac * mean_diag;
+    if (lam0 > 0) return lam0 * std::pow(10.0, attempt);
+    return attempt == 0 ? 0.0 : 1e-6 * mean_diag * std::pow(10.0, attempt - 1);
+}
+
+namespace {
+
+constexpr int64_t NB = 64;  // panel width of the blocked factorisation
+
+// In-place lower Cholesky of A [n, n] (row-major). Returns false on a non-positive or non-finite pivot.
+// Right-looking blocked: factor the diagonal block, solve the panel below it, then update the trailing
+// lower triangle with one GEMM per row tile against the transposed panel.
+bool cholesky_lower(std::vector<double>& Av, int64_t n, const Kernels& K) {
+    double* A = Av.data();
+    std::vector<double> PT;
+    for (int64_t k0 = 0; k0 < n; k0 += NB) {
+        const int64_t k1 = std::min(n, k0 + NB), kb = k1 - k0;
+        for (int64_t j = k0; j < k1; ++j) {  // diagonal block, unblocked (dot-product form)
+            double s = A[j * n + j];
+            for (int64_t p = k0; p < j; ++p) s -= A[j * n + p] * A[j * n + p];
+            if (!(s > 0.0) || !std::isfinite(s)) return false;
+            const double ljj = std::sqrt(s);
+            A[j * n + j] = ljj;
+            for (int64_t i = j + 1; i < k1; ++i) {
+                double t = A[i * n + j];
+                for (int64_t p = k0; p < j; ++p) t -= A[i * n + p] * A[j * n + p];
+                A[i * n + j] = t / ljj;
+            }
+        }
+        const int64_t rest = n - k1;
+        if (rest == 0) break;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = k1; i < n; ++i) {  // panel: L21 = A21 L11^-T, row by row
+            for (int64_t j = k0; j < k1; ++j) {
+                double t = A[i * n + j];
+                for (int64_t p = k0; p < j; ++p) t -= A[i * n + p] * A[j * n + p];
+                A[i * n + j] = t / A[j * n + j];
+            }
+        }
+        PT.assign(static_cast<size_t>(kb * rest), 0.0);  // panel transposed: [kb, rest]
+        for (int64_t i = 0; i < rest; ++i)
+            for (int64_t p = 0; p < kb; ++p) PT[p * rest + i] = A[(k1 + i) * n + k0 + p];
+        // trailing update A22 -= L21 L21^T on the lower triangle, in 4-row tiles (tiles up to the diagonal)
+        const int64_t tiles = (rest + 3) / 4;
+#pragma omp parallel for schedule(dynamic, 4)
+        for (int64_t t = 0; t < tiles; ++t) {
+            const int64_t r0 = t * 4, r1 = std::min(rest, r0 + 4);
+            K.gemm_sub(r1 - r0, r1, kb, A + (k1 + r0) * n + k0, n, PT.data(), rest, A + (k1 + r0) * n + k1, n);
+        }
+    }
+    return true;
+}
+
+// X = L^-1 for lower-triangular L (row-major), by forward substitution on blocks of 32 unit columns.
+void invert_lower(const std::vector<double>& L, int64_t n, std::vector<double>& X) {
+    constexpr int64_t CB = 32;
+    X.assign(static_cast<size_t>(n * n), 0.0);
+    const int64_t nblocks = (n + CB - 1) / CB;
+#pragma omp parallel
+    {
+        std::vector<double> Xb;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t b = 0; b < nblocks; ++b) {
+            const int64_t c0 = b * CB, c1 = std::min(n, c0 + CB), cw = c1 - c0;
+            Xb.assign(static_cast<size_t>((n - c0) * CB), 0.0);  // rows c0.. of X[:, c0:c1], width CB
+            for (int64_t i = c0; i < n; ++i) {
+                double acc[CB];
+                for (int64_t c = 0; c < CB; ++c) acc[c] = 0.0;
+                if (i - c0 < cw) acc[i - c0] = 1.0;
+                const double* Li = L.data() + i * n;
+                for (int64_t k = c0; k < i; ++k) {
+                    const double l = Li[k];
+                    const double* xk = Xb.data() + (k - c0) * CB;
+                    for (int64_t c = 0; c < CB; ++c) acc[c] -= l * xk[c];
+                }
+                const double inv = 1.0 / Li[i];
+                double* xi = Xb.data() + (i - c0) * CB;
+                for (int64_t c = 0; c < CB; ++c) xi[c] = acc[c] * inv;
+            }
+            for (int64_t i = c0; i < n; ++i)
+                for (int64_t c = 0; c < cw; ++c) X[i * n + c0 + c] = Xb[(i - c0) * CB + c];
+        }
+    }
+}
+
+}  // namespace
+
+CholeskyOut cholesky_inverse_upper(const double* H, int64_t n, double damp_frac, int max_tries) {
+    if (n <= 0) throw std::invalid_argument("H must be a non-empty square matrix");
+    if (!(damp_frac >= 0.0)) throw std::invalid_argument("damp_frac must be >= 0");
+    if (max_tries < 1) throw std::invalid_argument("max_tries must be >= 1");
+    CholeskyOut out;
+    out.dead.assign(static_cast<size_t>(n), 0);
+    std::vector<double> diag(static_cast<size_t>(n));
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        double d = H[i * n + i];
+        if (d == 0.0) { out.dead[i] = 1; d = 1.0; }  // GPTQ: never-excited column gets H_ii = 1
+        diag[i] = d;
+        sum += d;
+    }
+    const double mean_diag = sum / static_cast<double>(n);
+    if (!(mean_diag > 0.0) || !std::isfinite(mean_diag)) {
+        std::ostringstream msg;
+        msg << "mean(diag H) = " << mean_diag << " is not positive; H is not a second moment";
+        throw NonPDError(msg.str());
+    }
+    const Kernels& K = pick_kernels();
+    std::vector<double> A(static_cast<size_t>(n * n)), X;
+    double lam = 0.0;
+    for (int attempt = 0; attempt < max_tries; ++attempt) {
+        lam = damp_schedule(damp_frac, mean_diag, attempt);
+        for (int64_t i = 0; i < n; ++i) {  // A = J (H + λI) J, lower triangle
+            const int64_t ri = n - 1 - i;
+            for (int64_t j = 0; j < i; ++j) A[i * n + j] = H[(n - 1 - j) * n + ri];
+            A[i * n + i] = diag[ri] + lam;
+        }
+        if (!cholesky_lower(A, n, K)) continue;
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0;  // clear the GEMM scratch above the diagonal
+        invert_lower(A, n, X);
+        out.U.assign(static_cast<size_t>(n * n), 0.0f);
+        bool ok = true;
+        for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = i; j < n; ++j) {
+                const double v = X[(n - 1 - i) * n + (n - 1 - j)];
+                ok = ok && std::isfinite(v);
+                out.U[i * n + j] = static_cast<float>(v);
+            }
+        if (!ok) continue;
+        out.damp = lam;
+        out.tries = attempt + 1;
+        return out;
+    }
+    std::ostringstream msg;
+    msg << "H + lambda*I is not positive definite for any lambda tried (last lambda = " << lam << " after "
+        << max_tries << " tries, damp_frac = " << damp_frac << ", mean diag = " << mean_diag << ")";
+    throw NonPDError(msg.str());
+}
+
+}  // namespace tarq

@@ -1,0 +1,79 @@
+#include "sweep.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace tarq {
+
+int64_t effective_block(int64_t block, int group) {
+    if (block < 1) throw std::invalid_argument("block_size must be >= 1");
+    return (block + group - 1) / group * group;  // a group never straddles two lazy blocks
+}
+
+namespace {
+
+struct RowGroup {
+    int job;
+    int64_t r0, r1;
+};
+
+// Rows per task: at most 64 (64 x n working rows + 64 x block errors per thread), fewer when there are
+// few rows so that every thread gets several tasks; a multiple of the 4-row GEMM tile.
+int64_t row_group_size(int64_t total_rows) {
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    int64_t rg = (total_rows + 4 * threads - 1) / (4 * threads);
+    rg = (rg + 3) / 4 * 4;
+    return std::max<int64_t>(4, std::min<int64_t>(64, rg));
+}
+
+void sweep_group(const Kernels& K, const SweepJob& job, int64_t r0, int64_t r1, int64_t n, const Lattice& lat,
+                 int64_t B, std::vector<double>& Wk, std::vector<double>& E) {
+    const int64_t rows = r1 - r0;
+    Wk.assign(job.W + r0 * n, job.W + r1 * n);
+    E.assign(static_cast<size_t>(rows * B), 0.0);
+    std::fill(job.row_err + r0, job.row_err + r1, 0.0);
+    const int64_t ng = n / lat.group;
+    for (int64_t i1 = 0; i1 < n; i1 += B) {
+        const int64_t i2 = std::min(n, i1 + B);
+        K.sweep_block(rows, n, i1, i2, Wk.data(), job.U, lat, job.codes + r0 * n, job.scales + r0 * ng,
+                      job.deq + r0 * n, E.data(), B, job.row_err + r0);
+        // lazy-batch update of all later columns: W[:, i2:] -= E[:, i1:i2] U[i1:i2, i2:]
+        K.gemm_sub(rows, n - i2, i2 - i1, E.data(), B, job.U + i1 * n + i2, n, Wk.data() + i2, n);
+    }
+}
+
+}  // namespace
+
+void gptq_sweep_jobs(const std::vector<SweepJob>& jobs, int64_t n, const Lattice& lat, int64_t block) {
+    if (n % lat.group != 0) throw std::invalid_argument("input width is not a multiple of the group size");
+    const int64_t B = effective_block(block, lat.group);
+    int64_t total_rows = 0;
+    for (const auto& job : jobs) total_rows += job.m;
+    const int64_t rg = row_group_size(total_rows);
+    std::vector<RowGroup> groups;
+    for (size_t j = 0; j < jobs.size(); ++j)
+        for (int64_t r = 0; r < jobs[j].m; r += rg)
+            groups.push_back({static_cast<int>(j), r, std::min(jobs[j].m, r + rg)});
+    const Kernels& K = pick_kernels();
+    const int64_t ngroups = static_cast<int64_t>(groups.size());
+#pragma omp parallel
+    {
+        std::vector<double> Wk, E;  // per-thread scratch, reused across row groups
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ngroups; ++t) {
+            const RowGroup& rg = groups[t];
+            sweep_group(K, jobs[rg.job], rg.r0, rg.r1, n, lat, B, Wk, E);
+        }
+    }
+}
+
+}  // namespace tarq

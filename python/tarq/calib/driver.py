@@ -1,0 +1,113 @@
+"""End to end: calibration utterances -> samples -> quantized weights -> quantized-model directory."""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..formats import QuantFormat
+from ..methods.base import QuantMethod
+from ..models.adapter import CalibSample, ModelAdapter, get_adapter
+from .pipeline import CalibConfig, calib_config_dict, run_calibration, select_subset
+
+log = logging.getLogger(__name__)
+
+
+def pseudo_label(loaded, audios: Sequence) -> list[str]:
+    """Greedy FP transcripts for utterances without a reference (the eval engineer's torch backend)."""
+    from ..eval.backends import get_backend
+
+    return get_backend("torch", loaded, threads=None).transcribe(list(audios))
+
+
+def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: CalibConfig
+                    ) -> tuple[list[CalibSample], dict[str, Any]]:
+    """Load audio, fill missing transcripts with FP greedy pseudo-labels, tokenize and tag."""
+    from ..data import load_audio
+
+    audios = [load_audio(u.audio) for u in utterances]
+    texts = [u.text if (u.text and u.text.strip()) else None for u in utterances]
+    missing = [i for i, t in enumerate(texts) if t is None]
+    if missing:
+        log.info("%d/%d calibration utterances have no transcript: pseudo-labelling with the FP model (greedy)",
+                 len(missing), len(texts))
+        for i, t in zip(missing, pseudo_label(loaded, [audios[i] for i in missing])):
+            texts[i] = t
+    samples = [adapter.prepare_sample(loaded, u.id, a, t, zipf_threshold=cfg.zipf_threshold, tag_by=cfg.tag_by)
+               for u, a, t in zip(utterances, audios, texts)]
+    n_pos = sum(s.tail.numel() for s in samples)
+    n_tail = sum(int(s.tail.sum()) for s in samples)
+    info = {"n_utterances": len(samples), "n_pseudo_labelled": len(missing), "ids": [s.id for s in samples],
+            "decoder_positions": n_pos, "tail_positions": n_tail,
+            "tail_share": n_tail / n_pos if n_pos else 0.0,
+            "audio_seconds": sum(a.shape[0] for a in audios) / 16000.0}
+    return samples, info
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    from .. import __version__
+    from ..kernels import backend_name
+
+    return {"tarq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "kernels": backend_name()}
+
+
+def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utterances: Sequence, out_dir,
+                          cfg: CalibConfig | None = None, calib_name: str | None = None) -> Path:
+    """Quantize ``loaded`` (a tarq LoadedModel) and write the quantized-model directory ``out_dir``."""
+    from ..qmodel import QuantizedTensor, save_quantized_model
+
+    cfg = cfg or CalibConfig()
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    torch.manual_seed(cfg.seed)
+    t_start = time.perf_counter()
+    adapter = get_adapter(getattr(loaded, "family", "whisper"))
+    model = loaded.model.eval()
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise ValueError(f"{getattr(loaded, 'name', 'model')}: parameter {name} contains NaN or Inf")
+
+    samples, calib_info = [], {}
+    t0 = time.perf_counter()
+    if method.needs_stats:
+        if not utterances:
+            raise ValueError(f"method {method.name!r} needs calibration data, but the calibration set is empty")
+        chosen = select_subset(utterances, cfg.n_calib, cfg.seed)
+        samples, calib_info = prepare_samples(loaded, adapter, chosen, cfg)
+    t_prep = time.perf_counter() - t0
+
+    result = run_calibration(model, adapter, samples, method, fmt, cfg)
+
+    quantized = {n: QuantizedTensor(r.codes.contiguous(), r.scales.contiguous(), fmt)
+                 for n, r in result.quantized.items()}
+    tied = adapter.tied_parameters()
+    floats = {k: v.detach().float() for k, v in model.state_dict().items()
+              if k not in quantized and k not in tied}
+    config = json.loads(model.config.to_json_string())
+    timing = {"prepare": t_prep, **result.timing}
+    timing["total"] = time.perf_counter() - t_start
+    report = {
+        "method": method.config_dict(),
+        "format": {"name": fmt.name, "group_size": fmt.group_size},
+        "model": getattr(loaded, "name", None),
+        "calibration": {"name": calib_name, **calib_config_dict(cfg), **calib_info},
+        "seed": cfg.seed,
+        "versions": _versions(),
+        "timing_s": timing,
+        "tied_parameters": tied,
+        "layers": result.layers,
+    }
+    meta = {"method": method.name, "source_model": getattr(loaded, "name", None),
+            "calibration": calib_name, "method_config": method.config_dict()}
+    save_extras = getattr(loaded, "save_pretrained_extras", None)
+    path = save_quantized_model(out_dir, family=adapter.family, config=config, quantized=quantized, floats=floats,
+                                meta=meta, report=report, save_extras=save_extras)
+    log.info("wrote %s (%d quantized tensors) in %.1f s", path, len(quantized), timing["total"])
+    return path

@@ -1,0 +1,227 @@
+"""The calibration driver: true-sequential, streamed, two-stream (FP and partly quantized) quantization.
+
+For every block of the adapter's plan and every stage inside it:
+
+1. *statistics*: each calibration utterance's stage inputs are computed from its cached per-utterance
+   state, in the partly quantized stream (and the FP stream when the method uses H_Δ), and folded into
+   the group's float64 accumulators (H_common, H_tail, H_Δ; eqs. 7 and 11). Groups that share a key
+   (Whisper's cross-attention k/v) are accumulated once and reused.
+2. *solve*: the method quantizes the group's weights onto the export lattice; the dequantized weights are
+   written into the quantized-stream model.
+3. *advance*: each utterance's state is pushed through the stage with the now-quantized weights (FP
+   stream: FP weights), so the next stage sees true-sequential inputs without re-running whole blocks.
+
+Decoder positions are teacher-forced on identical tokens (prompt + transcript + eot) in both streams.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..formats import QuantFormat
+from ..methods.base import LinearResult, QuantMethod, rel_error
+from ..methods.rtn import rtn_quantize
+from ..models.adapter import FRAMES, CalibSample, ModelAdapter
+from .stats import GroupStats, StatsAccumulator
+
+log = logging.getLogger(__name__)
+
+ENCODER_FRAMES = ("all", "speech")
+
+
+@dataclass
+class CalibConfig:
+    n_calib: int = 128
+    seed: int = 0
+    zipf_threshold: float = 3.0
+    tag_by: str = "target"            # "target" | "input" (calib/rarity.py)
+    encoder_frames: str = "all"       # "all": the 30 s padded window inference sees; "speech": frames covering audio
+    threads: int = 2
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.encoder_frames not in ENCODER_FRAMES:
+            raise ValueError(f"encoder_frames must be one of {ENCODER_FRAMES}, got {self.encoder_frames!r}")
+        if self.n_calib <= 0:
+            raise ValueError(f"n_calib must be positive, got {self.n_calib}")
+
+
+@dataclass
+class Timer:
+    seconds: dict[str, float] = field(default_factory=Counter)
+
+    def add(self, key: str, t0: float) -> float:
+        t1 = time.perf_counter()
+        self.seconds[key] += t1 - t0
+        return t1
+
+
+@dataclass
+class CalibrationResult:
+    quantized: dict[str, LinearResult]
+    layers: dict[str, dict[str, Any]]
+    timing: dict[str, float]
+    n_positions: dict[str, int]
+
+
+def select_subset(items: Sequence, n: int, seed: int) -> list:
+    """Deterministic subset: all items when n >= len, else a seeded sample kept in corpus order."""
+    items = list(items)
+    if n >= len(items):
+        return items
+    idx = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in idx]
+
+
+def _rows(x: torch.Tensor, sample: CalibSample, domain: str, cfg: CalibConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Select the positions that enter the statistics and their tail tags."""
+    if domain == FRAMES:
+        tail = sample.frame_tail
+        if cfg.encoder_frames == "speech":
+            n = sample.n_speech_frames
+            x = x[:n]
+            tail = tail[:n] if tail is not None else None
+        return x, tail
+    return x, sample.tail
+
+
+def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
+                    method: QuantMethod, fmt: QuantFormat, cfg: CalibConfig) -> CalibrationResult:
+    """Quantize every weight of ``adapter.blocks(model)``; ``model`` (FP) is left untouched."""
+    from tqdm.auto import tqdm
+
+    timer = Timer()
+    blocks = adapter.blocks(model)
+    quantized: dict[str, LinearResult] = {}
+    layers: dict[str, dict[str, Any]] = {}
+    n_positions: dict[str, int] = {}
+
+    with torch.inference_mode():
+        if not method.needs_stats:   # data-free (rtn): no forward at all
+            for block in blocks:
+                for stage in block.stages:
+                    for g in stage.groups:
+                        weights = {n: model.get_parameter(n).detach().float() for n in g.weights}
+                        t0 = time.perf_counter()
+                        res = method.quantize_group(weights, None, fmt)
+                        timer.add("solve", t0)
+                        for n, r in res.items():
+                            _check_result(n, weights[n], r, fmt)
+                            quantized[n] = r
+                            layers[n] = {"group": g.key, **r.info}
+            return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
+
+        track_fp = method.needs_fp_stream
+        model_q = copy.deepcopy(model)
+        model_fp = model
+        key_uses = Counter(g.key for b in blocks for s in b.stages for g in s.groups)
+        stats_cache: dict[str, GroupStats] = {}
+
+        t0 = time.perf_counter()
+        states_q = [adapter.init_state(model_q, s) for s in samples]
+        states_fp = [dict(st) for st in states_q] if track_fp else None   # identical before any quantization
+        timer.add("forward", t0)
+
+        bar = tqdm(blocks, desc=f"{method.name}", unit="block", disable=not cfg.progress)
+        t_run = time.perf_counter()
+        for block in bar:
+            t0 = time.perf_counter()
+            for i, s in enumerate(samples):
+                states_q[i] = adapter.enter_block(model_q, block, states_q[i], s)
+                if track_fp:
+                    states_fp[i] = adapter.enter_block(model_fp, block, states_fp[i], s)
+            timer.add("forward", t0)
+            for si, stage in enumerate(block.stages):
+                bar.set_postfix_str(f"{block.name.split('model.')[-1]} {stage.name}")
+                need = [g for g in stage.groups if g.key not in stats_cache]
+                if need:
+                    _accumulate(adapter, model_q, model_fp if track_fp else None, block, si, need, samples,
+                                states_q, states_fp, stats_cache, cfg, timer)
+                for g in stage.groups:
+                    stats = stats_cache[g.key]
+                    n_positions[g.key] = stats.n_common + stats.n_tail
+                    weights = {n: model_q.get_parameter(n).detach().float().clone() for n in g.weights}
+                    t0 = time.perf_counter()
+                    res = method.quantize_group(weights, stats, fmt)
+                    timer.add("solve", t0)
+                    for n, r in res.items():
+                        _check_result(n, weights[n], r, fmt)
+                        model_q.get_parameter(n).copy_(r.dequant)
+                        quantized[n] = r
+                        t0 = time.perf_counter()
+                        layers[n] = _layer_report(g.key, weights[n], r, stats, method, fmt)
+                        timer.add("report", t0)
+                    key_uses[g.key] -= 1
+                    if key_uses[g.key] == 0:
+                        del stats_cache[g.key]
+                t0 = time.perf_counter()
+                for i, s in enumerate(samples):
+                    states_q[i] = adapter.advance(model_q, block, si, states_q[i], s)
+                    if track_fp:
+                        states_fp[i] = adapter.advance(model_fp, block, si, states_fp[i], s)
+                timer.add("forward", t0)
+            log.debug("%s quantized (%.1f s elapsed; %s)", block.name, time.perf_counter() - t_run,
+                      ", ".join(f"{k} {v:.1f}s" for k, v in timer.seconds.items()))
+    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
+
+
+def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg, timer):
+    keys = {g.key for g in groups}
+    accs: dict[str, StatsAccumulator] = {}
+    for i, s in enumerate(samples):
+        t0 = time.perf_counter()
+        xq = adapter.stage_inputs(model_q, block, si, states_q[i], s, keys)
+        xfp = adapter.stage_inputs(model_fp, block, si, states_fp[i], s, keys) if model_fp is not None else None
+        t0 = timer.add("forward", t0)
+        for g in groups:
+            x, tail = _rows(xq[g.key], s, g.domain, cfg)
+            x_fp = _rows(xfp[g.key], s, g.domain, cfg)[0] if xfp is not None else None
+            if g.key not in accs:
+                accs[g.key] = StatsAccumulator(x.shape[-1], track_delta=model_fp is not None)
+            try:
+                accs[g.key].add(x, x_fp, tail)
+            except ValueError as e:
+                raise ValueError(f"{', '.join(g.weights)}: {e} (utterance {s.id})") from None
+        timer.add("stats", t0)
+    for k, acc in accs.items():
+        stats_cache[k] = acc.finalize()
+
+
+def _check_result(name: str, W: torch.Tensor, r: LinearResult, fmt: QuantFormat) -> None:
+    if tuple(r.codes.shape) != tuple(W.shape) or r.codes.dtype != torch.int8:
+        raise RuntimeError(f"{name}: method returned codes {tuple(r.codes.shape)} {r.codes.dtype} for {tuple(W.shape)}")
+    if int(r.codes.min()) < fmt.qmin or int(r.codes.max()) > fmt.qmax:
+        raise RuntimeError(f"{name}: codes outside the {fmt.name} lattice [{fmt.qmin}, {fmt.qmax}]")
+    if not torch.isfinite(r.dequant).all():
+        raise ValueError(f"{name}: quantized weight is not finite")
+
+
+def _layer_report(key: str, W: torch.Tensor, r: LinearResult, stats: GroupStats, method: QuantMethod,
+                  fmt: QuantFormat) -> dict[str, Any]:
+    H = stats.H
+    rtn = rtn_quantize(W, fmt).dequant
+    rep = {
+        "group": key,
+        "shape": list(W.shape),
+        "n_common": stats.n_common, "n_tail": stats.n_tail,
+        "tr_H_common": float(torch.trace(stats.H_common)), "tr_H_tail": float(torch.trace(stats.H_tail)),
+        "rel_err_rtn": rel_error(W, rtn, H), "rel_err": rel_error(W, r.dequant, H),
+    }
+    if stats.n_tail:
+        rep["rel_err_tail_rtn"] = rel_error(W, rtn, stats.H_tail)
+        rep["rel_err_tail"] = rel_error(W, r.dequant, stats.H_tail)
+    rep.update({k: v for k, v in r.info.items()})
+    return rep
+
+
+def calib_config_dict(cfg: CalibConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d.pop("progress", None)
+    return d

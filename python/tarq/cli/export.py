@@ -1,0 +1,74 @@
+"""``tarq export``: write a quantized directory (or a float-model baseline) as whisper.cpp .bin or GGUF."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+QTYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export to whisper.cpp (.bin) or GGUF",
+        description="Export a tarq quantized-model directory bit-exactly (codes and scales verbatim), or a "
+                    "float model (model spec) as F16/F32 or as whisper.cpp's own RTN quantization (--rtn).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", help="quantized-model directory, or a model spec (tiny.en, base, HF/CT2 dir) "
+                                  "together with --rtn/--f16/--f32")
+    p.add_argument("--to", choices=["whisper.cpp", "gguf"], default="whisper.cpp", help="output format")
+    p.add_argument("--out", "-o", required=True, type=Path, help="output file")
+    p.add_argument("--type", choices=QTYPES, default=None,
+                   help="ggml block type for a quantized directory (default: its own format; q4_0 codes also "
+                        "fit q4_1/q5_0/q5_1/q8_0 exactly)")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--rtn", choices=QTYPES, default=None,
+                      help="float model only: quantize like whisper.cpp's quantize tool (bit-exact clone)")
+    base.add_argument("--f16", action="store_true", help="float model only: F16 weights")
+    base.add_argument("--f32", action="store_true", help="float model only: F32 weights (whisper.cpp 1.8.5 CPU "
+                                                         "cannot run these; CrispASR can)")
+    p.add_argument("--family", default="generic", help="GGUF model family (see tarq.export.gguf_writer.FAMILIES)")
+    p.set_defaults(func=run)
+
+
+def _rtn_checkpoint(spec: str, fmt: str):
+    """An in-memory QuantizedCheckpoint of the whisper.cpp RTN baseline (for --to gguf --rtn)."""
+    from ..formats import get_format
+    from ..models import load_model
+    from ..qmodel import QuantizedCheckpoint
+    from ..export.whisper_export import rtn_quantized_tensors
+    from ..export import whisper_names as names
+
+    lm = load_model(spec)
+    sd = lm.model.state_dict()
+    q = rtn_quantized_tensors(sd, fmt)
+    floats = {k: v.float() for k, v in sd.items() if k not in q and names.hf_to_cpp(k) is not None}
+    fmt_ = get_format(fmt, 32)
+    meta = {"family": lm.family, "format": fmt_.name, "group_size": 32, "method": "ggml_rtn", "source_model": spec}
+    return QuantizedCheckpoint(Path(spec), meta, lm.model.config.to_dict(), q, floats)
+
+
+def run(args) -> int:
+    from ..qmodel import is_quantized_dir
+
+    is_qdir = is_quantized_dir(args.source)
+    float_type = "f16" if args.f16 else "f32" if args.f32 else None
+    if is_qdir and (args.rtn or float_type):
+        raise ValueError(f"{args.source}: is a quantized directory; --rtn/--f16/--f32 apply to float models")
+    if not is_qdir and not (args.rtn or float_type):
+        if Path(args.source).is_dir() and not (Path(args.source) / "config.json").exists():
+            raise FileNotFoundError(f"{args.source}: neither a tarq quantized directory nor a model directory")
+        raise ValueError(f"{args.source}: not a quantized directory; for a float model give --rtn TYPE or --f16")
+    if args.to == "whisper.cpp":
+        from ..export.whisper_export import export_whisper_cpp
+        out = export_whisper_cpp(args.source, args.out, qtype=args.type, rtn=args.rtn, float_type=float_type)
+    else:
+        from ..export.gguf_writer import write_gguf
+        if float_type:
+            raise ValueError("GGUF export of float models is not supported; use --rtn q4_0|q8_0 or a quantized dir")
+        if args.rtn and args.rtn not in ("q4_0", "q8_0"):
+            raise ValueError(f"GGUF --rtn supports q4_0 and q8_0, not {args.rtn}")
+        src = _rtn_checkpoint(args.source, args.rtn) if args.rtn else args.source
+        out = write_gguf(src, args.out, family=args.family, qtype=args.type)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0

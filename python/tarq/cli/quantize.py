@@ -1,0 +1,65 @@
+"""``tarq quantize MODEL --method ... --calib DATA --out DIR``: calibrate and write a quantized-model directory."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+METHOD_CHOICES = ("rtn", "gptq", "rarebal", "tarq", "qep")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("quantize", help="quantize a model (rtn, gptq, rarebal, tarq, qep)",
+                              description="Calibrate on DATA and write a tarq quantized-model directory.")
+    p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir")
+    p.add_argument("--method", default="tarq", choices=METHOD_CHOICES)
+    p.add_argument("--format", default="q4_0", help="export lattice: q4_0 (default) or q8_0")
+    p.add_argument("--group-size", type=int, default=32, help="32 (ggml block, default), 64 or 128")
+    p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
+    p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
+    p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zipf-threshold", type=float, default=3.0, help="rare word: wordfreq Zipf below this")
+    p.add_argument("--tag-by", choices=("target", "input"), default="target",
+                   help="tag a decoder position by the word it predicts (target) or reads (input)")
+    p.add_argument("--cost-ratio", type=float, default=1.0, help="c in λ = c·tr(H_common)/tr(H_tail)")
+    p.add_argument("--damp", type=float, default=0.01, help="relative damping (× mean diag H)")
+    p.add_argument("--qep-alpha", type=float, default=0.5, help="QEP correction strength α")
+    p.add_argument("--encoder-frames", choices=("all", "speech"), default="all",
+                   help="encoder positions in the statistics: the whole 30 s window or only frames covering audio")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..calib.driver import quantize_loaded_model
+    from ..calib.pipeline import CalibConfig
+    from ..formats import get_format
+    from ..methods import get_method
+
+    fmt = get_format(args.format, args.group_size)
+    method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha)
+    utterances = []
+    if method.needs_stats:
+        if args.calib is None:
+            raise ValueError(f"--method {args.method} needs calibration data: pass --calib DATA")
+        if not args.calib.exists():
+            raise FileNotFoundError(f"{args.calib}: calibration set not found")
+        from ..data import load_dataset
+
+        utterances = load_dataset(args.calib)
+        if not utterances:
+            raise ValueError(f"{args.calib}: no utterances found")
+    from ..models import load_model
+
+    loaded = load_model(args.model)
+    cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
+                      tag_by=args.tag_by, encoder_frames=args.encoder_frames, threads=args.threads,
+                      progress=not args.no_progress)
+    out = quantize_loaded_model(loaded, method, fmt, utterances, args.out, cfg,
+                                calib_name=str(args.calib) if args.calib else None)
+    print(out)
+    return 0

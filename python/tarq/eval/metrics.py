@@ -1,0 +1,194 @@
+"""Corpus-level WER, rare-WER, common-WER and numeral-WER from jiwer alignments.
+
+Every rate is pooled over the corpus (sum of errors / sum of reference words of the class), never a mean of
+per-utterance rates. Texts are normalised with Whisper's English normaliser first (``tarq.eval.normalizer``).
+
+Charging convention (documented in docs/evaluation.md): every alignment error is owned by one reference position.
+Substitutions and deletions are owned by the reference word they replace or drop. A run of inserted words sitting
+between reference words ``i-1`` and ``i`` is owned by
+
+* the only neighbour that exists (utterance start -> word 0, utterance end -> the last word);
+* otherwise the left neighbour ``i-1``, unless the left is common and the right ``i`` is rare, in which case the
+  right one: an insertion next to a rare word is charged to the rare word (the TARQ paper's "insertions adjacent
+  to rare references count as rare-relevant"), so a rare word split in two counts as rare whichever side jiwer
+  puts the extra word on;
+* nobody, when the reference is empty: those insertions count in WER and common-WER only.
+
+A class rate is then (errors owned by the class's positions) / (number of reference words in the class), so rare
+errors + common errors = all errors, and WER is unchanged by the convention.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+
+import jiwer
+
+from .normalizer import normalize
+
+DEFAULT_ZIPF_THRESHOLD = 3.0
+
+# Spelled-out numbers that survive Whisper's normaliser (it keeps a lone "one" as a word, for "one of them").
+_NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen"
+    " eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion".split())
+_DIGIT = re.compile(r"\d")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def zipf(word: str) -> float:
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en")
+
+
+def is_rare(word: str, k: float = DEFAULT_ZIPF_THRESHOLD) -> bool:
+    """Rare = Zipf frequency below k (3.0: rarer than once per million words). Takes a normalised word."""
+    return zipf(word) < k
+
+
+def is_numeral(word: str) -> bool:
+    """A normalised word that contains a digit ("1947", "2nd", "$5.50") or is a spelled number word."""
+    return bool(_DIGIT.search(word)) or word in _NUMBER_WORDS
+
+
+@dataclass(frozen=True)
+class UttCounts:
+    """Error and word counts of one utterance (additive; the bootstrap resamples these)."""
+    n_words: int
+    n_rare: int
+    n_numeral: int
+    errors: int           # S + D + I
+    substitutions: int
+    deletions: int
+    insertions: int
+    rare_errors: int
+    numeral_errors: int
+
+
+def _insertion_owner(i: int, n: int, rare: list[bool]) -> int | None:
+    """Reference position owning insertions that sit before reference word i (0 <= i <= n); see module doc."""
+    if n == 0:
+        return None
+    if i == 0:
+        return 0
+    if i == n:
+        return n - 1
+    return i if (rare[i] and not rare[i - 1]) else i - 1
+
+
+def count_errors(ref_words: list[str], alignment, k: float = DEFAULT_ZIPF_THRESHOLD) -> UttCounts:
+    """Per-position error charges for one utterance from its jiwer alignment chunks."""
+    n = len(ref_words)
+    rare = [is_rare(w, k) for w in ref_words]
+    numeral = [is_numeral(w) for w in ref_words]
+    owned = [0] * n
+    unowned = 0
+    subs = dels = ins = 0
+    for chunk in alignment:
+        if chunk.type == "equal":
+            continue
+        if chunk.type in ("substitute", "delete"):
+            for p in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                owned[p] += 1
+            width = chunk.ref_end_idx - chunk.ref_start_idx
+            if chunk.type == "substitute":
+                subs += width
+            else:
+                dels += width
+        elif chunk.type == "insert":
+            width = chunk.hyp_end_idx - chunk.hyp_start_idx
+            ins += width
+            owner = _insertion_owner(chunk.ref_start_idx, n, rare)
+            if owner is None:
+                unowned += width
+            else:
+                owned[owner] += width
+        else:  # pragma: no cover - jiwer's chunk types are fixed
+            raise ValueError(f"unknown jiwer alignment chunk type {chunk.type!r}")
+    errors = sum(owned) + unowned
+    assert errors == subs + dels + ins
+    return UttCounts(
+        n_words=n, n_rare=sum(rare), n_numeral=sum(numeral), errors=errors, substitutions=subs, deletions=dels,
+        insertions=ins, rare_errors=sum(e for e, r in zip(owned, rare) if r),
+        numeral_errors=sum(e for e, m in zip(owned, numeral) if m))
+
+
+def align_counts(refs: list[str], hyps: list[str], k: float = DEFAULT_ZIPF_THRESHOLD,
+                 normalise: bool = True) -> list[UttCounts]:
+    """UttCounts for each (reference, hypothesis) pair; texts are normalised first unless normalise=False."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if any(r is None for r in refs):
+        raise ValueError("a reference transcript is missing (None); cannot score")
+    norm = normalize if normalise else (lambda s: " ".join(s.split()))
+    ref_n = [norm(r) for r in refs]
+    hyp_n = [norm(h or "") for h in hyps]
+    if not refs:
+        return []
+    out = jiwer.process_words(ref_n, hyp_n)
+    return [count_errors(r.split(), a, k) for r, a in zip(ref_n, out.alignments)]
+
+
+def _rate(num: int, den: int) -> float:
+    return num / den if den else math.nan
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Pooled corpus scores. Rates are fractions (0.056 = 5.6 %); nan when the class has no reference words."""
+    wer: float
+    rare_wer: float
+    common_wer: float
+    numeral_wer: float
+    n_utts: int
+    n_words: int
+    n_rare: int
+    n_common: int
+    n_numeral: int
+    errors: int
+    substitutions: int
+    deletions: int
+    insertions: int
+    rare_errors: int
+    common_errors: int
+    numeral_errors: int
+    k: float = DEFAULT_ZIPF_THRESHOLD
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+RATE_NAMES = ("wer", "rare_wer", "common_wer", "numeral_wer")
+
+
+def pool(counts: list[UttCounts], k: float = DEFAULT_ZIPF_THRESHOLD) -> Scores:
+    """Corpus-level Scores from per-utterance counts. Raises ValueError when there are no reference words."""
+    tot = {f.name: sum(getattr(c, f.name) for c in counts) for f in fields(UttCounts)}
+    if tot["n_words"] == 0:
+        raise ValueError(f"cannot score: the {len(counts)} reference transcript(s) have no words after normalisation")
+    n_common = tot["n_words"] - tot["n_rare"]
+    common_errors = tot["errors"] - tot["rare_errors"]
+    return Scores(
+        wer=_rate(tot["errors"], tot["n_words"]), rare_wer=_rate(tot["rare_errors"], tot["n_rare"]),
+        common_wer=_rate(common_errors, n_common), numeral_wer=_rate(tot["numeral_errors"], tot["n_numeral"]),
+        n_utts=len(counts), n_words=tot["n_words"], n_rare=tot["n_rare"], n_common=n_common,
+        n_numeral=tot["n_numeral"], errors=tot["errors"], substitutions=tot["substitutions"],
+        deletions=tot["deletions"], insertions=tot["insertions"], rare_errors=tot["rare_errors"],
+        common_errors=common_errors, numeral_errors=tot["numeral_errors"], k=k)
+
+
+def score_corpus(refs: list[str], hyps: list[str], k: float = DEFAULT_ZIPF_THRESHOLD) -> Scores:
+    """Pooled WER / rare-WER / common-WER / numeral-WER of hypotheses against references (raw text in)."""
+    return pool(align_counts(refs, hyps, k), k)
+
+
+def mean_over_datasets(scores: list[Scores]) -> dict[str, float]:
+    """Unweighted mean of each rate over datasets (each dataset counts once, whatever its size)."""
+    out = {}
+    for name in RATE_NAMES:
+        vals = [getattr(s, name) for s in scores if not math.isnan(getattr(s, name))]
+        out[name] = sum(vals) / len(vals) if vals else math.nan
+    return out

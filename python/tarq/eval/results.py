@@ -1,0 +1,159 @@
+"""Result files: everything needed to re-score without decoding again (per-utterance refs, hyps, ids, timing).
+
+Layout (JSON, written atomically)::
+
+    {"format": "tarq-eval-result", "version": 1, "created": ISO time,
+     "system": {"label": ..., "backend": ..., "model": ..., ...backend options},
+     "normalizer": {...}, "k": 3.0,
+     "datasets": [{"name", "path", "n_utts", "audio_seconds", "decode_seconds", "rtf", "utts_per_second",
+                   "scores": Scores.to_dict(),
+                   "utterances": [{"id", "ref", "hyp", "duration", "seconds"}, ...]}, ...],
+     "mean": {"wer": ..., "rare_wer": ..., "common_wer": ..., "numeral_wer": ...}}
+
+Rates are fractions. "seconds" per utterance is its batch's wall time shared equally among the batch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .metrics import DEFAULT_ZIPF_THRESHOLD, Scores, UttCounts, align_counts, mean_over_datasets, pool
+from .normalizer import normalizer_info
+
+FORMAT = "tarq-eval-result"
+VERSION = 1
+
+
+@dataclass
+class DatasetResult:
+    name: str
+    path: str
+    ids: list[str]
+    refs: list[str]
+    hyps: list[str]
+    durations: list[float | None]
+    seconds: list[float | None]
+    k: float = DEFAULT_ZIPF_THRESHOLD
+    counts: list[UttCounts] = field(init=False)
+    scores: Scores = field(init=False)
+
+    def __post_init__(self):
+        n = len(self.ids)
+        if not (len(self.refs) == len(self.hyps) == len(self.durations) == len(self.seconds) == n):
+            raise ValueError(f"dataset {self.name}: per-utterance lists have different lengths")
+        if len(set(self.ids)) != n:
+            raise ValueError(f"dataset {self.name}: utterance ids are not unique")
+        self.counts = align_counts(self.refs, self.hyps, self.k)
+        self.scores = pool(self.counts, self.k)
+
+    @property
+    def audio_seconds(self) -> float | None:
+        return None if any(d is None for d in self.durations) else float(sum(self.durations))
+
+    @property
+    def decode_seconds(self) -> float | None:
+        return None if any(s is None for s in self.seconds) else float(sum(self.seconds))
+
+    def to_dict(self) -> dict:
+        audio, dec = self.audio_seconds, self.decode_seconds
+        return {
+            "name": self.name, "path": self.path, "n_utts": len(self.ids), "audio_seconds": audio,
+            "decode_seconds": dec, "rtf": (dec / audio) if (audio and dec is not None) else None,
+            "utts_per_second": (len(self.ids) / dec) if dec else None, "scores": self.scores.to_dict(),
+            "utterances": [{"id": i, "ref": r, "hyp": h, "duration": d, "seconds": s} for i, r, h, d, s in
+                           zip(self.ids, self.refs, self.hyps, self.durations, self.seconds)],
+        }
+
+
+@dataclass
+class EvalResult:
+    system: dict
+    datasets: list[DatasetResult]
+    k: float = DEFAULT_ZIPF_THRESHOLD
+    created: str | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.system.get("label") or self.system.get("model") or "system")
+
+    def mean(self) -> dict[str, float]:
+        return mean_over_datasets([d.scores for d in self.datasets])
+
+    def dataset(self, name: str) -> DatasetResult | None:
+        return next((d for d in self.datasets if d.name == name), None)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "created": self.created, "system": self.system,
+                "normalizer": normalizer_info(), "k": self.k, "datasets": [d.to_dict() for d in self.datasets],
+                "mean": {k: (None if math.isnan(v) else v) for k, v in self.mean().items()}}
+
+
+def save_result(result: EvalResult, path: str | os.PathLike) -> Path:
+    """Write result JSON to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_result(path: str | os.PathLike, k: float | None = None) -> EvalResult:
+    """Read a result JSON and re-score it from its stored references and hypotheses (with the current
+    normaliser, and ``k`` if given, else the file's)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: result file not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON result file ({e})") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a tarq eval result (missing \"format\": \"{FORMAT}\")")
+    if data.get("version") != VERSION:
+        raise ValueError(f"{path}: result format version {data.get('version')} is not supported (want {VERSION})")
+    kk = float(k if k is not None else data.get("k", DEFAULT_ZIPF_THRESHOLD))
+    datasets = []
+    try:
+        for d in data["datasets"]:
+            utts = d["utterances"]
+            datasets.append(DatasetResult(
+                name=d["name"], path=d.get("path", ""), ids=[str(u["id"]) for u in utts],
+                refs=[u["ref"] for u in utts], hyps=[u["hyp"] for u in utts],
+                durations=[u.get("duration") for u in utts], seconds=[u.get("seconds") for u in utts], k=kk))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: malformed result file ({type(e).__name__}: {e})") from e
+    return EvalResult(system=dict(data.get("system") or {}), datasets=datasets, k=kk, created=data.get("created"))
+
+
+def paired_counts(a: EvalResult, b: EvalResult) -> tuple[list[str], list[list[UttCounts]], list[list[UttCounts]]]:
+    """Per-dataset UttCounts of a and b restricted to utterances both have (matched by dataset name + utterance id),
+    in a common order. Raises ValueError when nothing matches or a shared utterance has different references."""
+    names, ca, cb = [], [], []
+    for da in a.datasets:
+        db = b.dataset(da.name)
+        if db is None:
+            continue
+        pos_b = {u: j for j, u in enumerate(db.ids)}
+        pairs = [(i, pos_b[u]) for i, u in enumerate(da.ids) if u in pos_b]
+        for i, j in pairs:
+            if da.counts[i].n_words != db.counts[j].n_words or da.refs[i] != db.refs[j]:
+                raise ValueError(f"dataset {da.name}, utterance {da.ids[i]}: the two results have different "
+                                 "references")
+        if pairs:
+            names.append(da.name)
+            ca.append([da.counts[i] for i, _ in pairs])
+            cb.append([db.counts[j] for _, j in pairs])
+    if not names:
+        raise ValueError("the two results share no (dataset, utterance id) pairs")
+    return names, ca, cb

@@ -1,0 +1,181 @@
+"""GGUF export of a quantized-model directory (via the ``gguf`` package) and a reader for round trips.
+
+The solver's codes and fp16 scales are packed into ggml blocks by :mod:`ggml_blocks` and handed to
+``GGUFWriter.add_tensor(name, uint8 [rows, row_bytes], raw_dtype=...)``, so nothing is re-quantized.
+GGUF allows a different type per tensor; float tensors are written F32 (exact).
+
+What a runtime needs (architecture name, metadata keys, tensor names) depends on the model family
+and the runtime's dialect, so it comes from a small registry of :class:`GgufFamily` entries:
+
+* ``generic``: architecture ``tarq``, Hugging Face parameter names, the HF config as JSON under
+  ``tarq.config``. Loads in any GGUF reader (gguf-py, ggml's gguf.cpp); no ASR runtime runs it.
+* Qwen3-ASR in CrispASR's dialect (``qwen3asr``) is a later addition: register it with
+  :func:`register_family`.
+
+Whisper itself does not go to GGUF: whisper.cpp and CrispASR's whisper backend only load the
+legacy ``.bin`` (formats.md §1.1, §4.3); see :mod:`whisper_cpp`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .ggml_blocks import GGML_TYPES_BY_ID, QuantType, get_type, group_scales
+from .ggml_tensor import GgmlTensor
+
+log = logging.getLogger(__name__)
+
+GGML_MAX_NAME = 64  # ggml tensor names are char[64] including the NUL
+
+
+@dataclass(frozen=True)
+class GgufFamily:
+    arch: str                                                   # general.architecture
+    write_keys: Callable[[Any, Any], None]                      # (GGUFWriter, QuantizedCheckpoint) -> None
+    tensor_name: Callable[[str], str | None]                    # HF name -> GGUF name (None: not stored)
+
+
+FAMILIES: dict[str, GgufFamily] = {}
+
+
+def register_family(name: str, family: GgufFamily) -> None:
+    FAMILIES[name] = family
+
+
+def _generic_keys(writer, ckpt) -> None:
+    writer.add_string("tarq.family", ckpt.family)
+    writer.add_string("tarq.format", ckpt.fmt.name)
+    writer.add_uint32("tarq.group_size", ckpt.fmt.group_size)
+    writer.add_string("tarq.method", str(ckpt.meta.get("method", "unknown")))
+    writer.add_string("tarq.config", json.dumps(ckpt.config, sort_keys=True, default=str))
+
+
+register_family("generic", GgufFamily("tarq", _generic_keys, lambda hf: hf))
+
+
+@dataclass
+class GgufModel:
+    arch: str
+    kv: dict[str, Any]
+    tensors: dict[str, GgmlTensor] = field(default_factory=dict)
+
+    def quantized_tensors(self) -> dict[str, Any]:
+        """{name: QuantizedTensor} for the Q4_0 / Q8_0 tensors, scales regrouped to tarq.group_size."""
+        import torch
+
+        from ..formats import get_format
+        from ..qmodel import QuantizedTensor
+
+        g = int(self.kv.get("tarq.group_size", 32))
+        out = {}
+        for name, t in self.tensors.items():
+            if t.ggml_type.name not in ("q4_0", "q8_0"):
+                continue
+            bd = t.block_data()
+            scales = group_scales(bd.scales, g, f"{name} scales")
+            out[name] = QuantizedTensor(torch.from_numpy(bd.codes.copy()), torch.from_numpy(scales),
+                                        get_format(t.ggml_type.name, g))
+        return out
+
+
+def _gguf_type(t):
+    import gguf
+    return gguf.GGMLQuantizationType(t.type_id)
+
+
+def write_gguf(ckpt, out_path: str | os.PathLike, *, family: str = "generic", qtype: str | None = None) -> Path:
+    """Write a QuantizedCheckpoint (or its directory) to GGUF atomically; codes and scales verbatim."""
+    import gguf
+
+    from ..qmodel import QuantizedCheckpoint, load_quantized_dir
+
+    if not isinstance(ckpt, QuantizedCheckpoint):
+        ckpt = load_quantized_dir(ckpt)
+    try:
+        fam = FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown GGUF family {family!r}; registered: {sorted(FAMILIES)}") from None
+    target = get_type(qtype or ckpt.fmt.name)
+    if not isinstance(target, QuantType) or target.has_min:
+        raise ValueError(f"GGUF export stores symmetric codes as q4_0/q5_0/q8_0, not {target.name}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        w = gguf.GGUFWriter(tmp, fam.arch)
+        w.add_name(str(ckpt.meta.get("source_model", ckpt.path.name)))
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        fam.write_keys(w, ckpt)
+        for hf, qt in ckpt.quantized.items():
+            name = _checked_name(fam.tensor_name(hf), hf, out_path)
+            if name is None:
+                continue
+            try:
+                raw = target.pack(qt.codes.numpy(), qt.scales.numpy())
+            except ValueError as e:
+                raise ValueError(f"{ckpt.path}: {hf}: cannot store {ckpt.fmt.name} codes as {target.name}: {e}") from None
+            w.add_tensor(name, raw, raw_dtype=_gguf_type(target))
+        for hf, v in ckpt.floats.items():
+            name = _checked_name(fam.tensor_name(hf), hf, out_path)
+            if name is not None and hf not in ckpt.quantized:
+                w.add_tensor(name, np.ascontiguousarray(v.detach().float().numpy()))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(tmp, out_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return out_path
+
+
+def _checked_name(name: str | None, hf: str, path: Path) -> str | None:
+    if name is not None and len(name.encode()) >= GGML_MAX_NAME:
+        raise ValueError(f"{path}: tensor name {name!r} (from {hf}) is longer than ggml's {GGML_MAX_NAME - 1} bytes")
+    return name
+
+
+def _field_value(f) -> Any:
+    v = f.contents()
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def read_gguf(path: str | os.PathLike) -> GgufModel:
+    """Read a GGUF file: metadata and every tensor as a GgmlTensor (raw bytes + decoders)."""
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such GGUF file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ValueError(f"{path}: bad magic {magic!r}, not a GGUF file")
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except (ValueError, IndexError, OSError, KeyError) as e:
+        raise ValueError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
+    kv = {k: _field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    tensors = {}
+    for rt in reader.tensors:
+        tid = int(rt.tensor_type)
+        if tid not in GGML_TYPES_BY_ID:
+            raise ValueError(f"{path}: tensor {rt.name!r} has unsupported ggml type {rt.tensor_type!r}")
+        shape = tuple(int(d) for d in reversed(rt.shape.tolist()))
+        raw = np.ascontiguousarray(rt.data).view(np.uint8).reshape(-1)
+        tensors[rt.name] = GgmlTensor(rt.name, GGML_TYPES_BY_ID[tid], shape, raw)
+    return GgufModel(str(kv.get("general.architecture", "")), kv, tensors)
+
+
+__all__ = ["FAMILIES", "GgufFamily", "GgufModel", "read_gguf", "register_family", "write_gguf"]

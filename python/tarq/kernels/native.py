@@ -1,0 +1,104 @@
+"""Torch <-> NumPy wrapper around the compiled kernels ``tarq._C`` (same API as :mod:`.reference`).
+
+The extension never sees torch: CPU tensors go through NumPy; CUDA tensors are passed to the CUDA sweep
+as raw device pointers (``data_ptr``), so nothing links libtorch. Importing this module raises ImportError
+when the extension is missing; :mod:`tarq.kernels` then falls back to the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import _C  # noqa: F401  (ImportError here means: not built)
+from ..formats import QuantFormat
+from .types import CholeskyResult, NonPDHessianError, SweepResult
+from .validate import check_hessian, check_sweep_inputs, effective_block_size, normalize_batched_inputs
+
+HAS_CUDA = bool(getattr(_C, "has_cuda", False))
+
+
+def cholesky_inverse_upper(H: torch.Tensor, damp_frac: float = 0.01, max_tries: int = 8) -> CholeskyResult:
+    H = check_hessian(H, damp_frac, max_tries)
+    device = H.device
+    arr = np.ascontiguousarray(H.detach().to("cpu", torch.float64).numpy())
+    try:
+        U, damp, dead, _tries = _C.cholesky_inverse_upper(arr, float(damp_frac), int(max_tries))
+    except _C.NonPDHessianError as exc:
+        raise NonPDHessianError(str(exc)) from None
+    return CholeskyResult(U=torch.from_numpy(U).to(device), damp=float(damp),
+                          dead=torch.from_numpy(dead).to(device))
+
+
+def _lattice_args(fmt: QuantFormat) -> dict:
+    return dict(qmin=fmt.qmin, qmax=fmt.qmax, divisor=float(fmt.scale_divisor),
+                signed_max=bool(fmt.signed_max_scale), group=fmt.group_size)
+
+
+def _to_result(codes, scales, deq, row_err) -> tuple[SweepResult, torch.Tensor]:
+    row_err = torch.from_numpy(row_err)
+    res = SweepResult(codes=torch.from_numpy(codes), scales=torch.from_numpy(scales.view(np.float16)),
+                      dequant=torch.from_numpy(deq), err=row_err.sum().to(torch.float32))
+    _check_scales(res.scales)
+    return res, row_err
+
+
+def _check_scales(scales: torch.Tensor) -> None:
+    if not bool(torch.isfinite(scales).all()):
+        raise ValueError("a group scale overflows float16 (|w| > ~5e5): the weights cannot be put on this lattice")
+
+
+def _as_f64_numpy(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
+
+
+def _sweep_cpu(Ws: list[torch.Tensor], Us: list[torch.Tensor], u_index: list[int], fmt: QuantFormat,
+               block_size: int) -> list[tuple[SweepResult, torch.Tensor]]:
+    out = _C.gptq_sweep_multi([_as_f64_numpy(W) for W in Ws], [_as_f64_numpy(U) for U in Us], u_index,
+                              block=int(block_size), **_lattice_args(fmt))
+    return [_to_result(*t) for t in out]
+
+
+def _sweep_cuda(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int) -> SweepResult:
+    if not HAS_CUDA:
+        raise RuntimeError("W is a CUDA tensor but tarq._C was built without the CUDA sweep (no nvcc at build time)")
+    m, n = W.shape
+    g = fmt.group_size
+    Wd = W.detach().to(torch.float64).contiguous()
+    Ud = U.detach().to(torch.float64).contiguous()
+    codes = torch.empty(m, n, dtype=torch.int8, device=W.device)
+    scales = torch.empty(m, n // g, dtype=torch.int16, device=W.device)
+    deq = torch.empty(m, n, dtype=torch.float32, device=W.device)
+    row_err = torch.empty(m, dtype=torch.float64, device=W.device)
+    stream = torch.cuda.current_stream(W.device).cuda_stream
+    _C.gptq_sweep_cuda(Wd.data_ptr(), Ud.data_ptr(), m, n, codes.data_ptr(), scales.data_ptr(), deq.data_ptr(),
+                       row_err.data_ptr(), block=int(block_size), stream=int(stream), **_lattice_args(fmt))
+    res = SweepResult(codes=codes, scales=scales.view(torch.float16), dequant=deq,
+                      err=row_err.sum().to(torch.float32))
+    _check_scales(res.scales)
+    return res
+
+
+def gptq_sweep(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> SweepResult:
+    W, U = check_sweep_inputs(W, U, fmt)
+    effective_block_size(block_size, fmt.group_size)  # validates
+    if W.is_cuda:
+        return _sweep_cuda(W, U, fmt, block_size)
+    return _sweep_cpu([W], [U], [0], fmt, block_size)[0][0]
+
+
+def gptq_sweep_batched(Ws, Us: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> list[SweepResult]:
+    Ws, Us, shared = normalize_batched_inputs(Ws, Us)
+    U_list = [Us] if shared else Us
+    for i, W in enumerate(Ws):
+        check_sweep_inputs(W, U_list[0 if shared else i], fmt)
+    if Ws[0].is_cuda:
+        if shared:
+            return [_sweep_cuda(W, Us, fmt, block_size) for W in Ws]  # TODO(perf): one launch for q/k/v
+        return [_sweep_cuda(W, U, fmt, block_size) for W, U in zip(Ws, Us)]
+    u_index = [0] * len(Ws) if shared else list(range(len(Ws)))
+    return [r for r, _ in _sweep_cpu(Ws, U_list, u_index, fmt, block_size)]
+
+
+def quantize_rtn(W: torch.Tensor, fmt: QuantFormat) -> SweepResult:
+    from .reference import quantize_rtn as _rtn
+    return _rtn(W, fmt)

