@@ -19,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (RESULTS_DIR, RunMeta, add_common_args, bench_env, check_child, cuda_available,
-                     ensure_tarq_importable,  # noqa: E402
-                     fmt_num, markdown_table, median, pyplot, read_json, resolve_data_root, run_measured,
-                     save_plot, skipped_no_cuda, tarq_cli, write_json)
+from _common import (RESULTS_DIR, RunMeta, add_common_args, bench_env, check_child, cuda_available,  # noqa: E402
+                     ensure_tarq_importable, fmt_num, markdown_table, median, pyplot, read_json, resolve_data_root,
+                     run_measured, save_plot, skipped_no_cuda, tarq_cli, write_json)
 
 BACKENDS = {"native": {}, "reference": {"TARQ_KERNELS": "reference"}}
 PHASES = ("prepare", "forward", "statistics", "solve")   # prepare: audio, features, tokens, rarity tags
@@ -129,6 +128,9 @@ def run(args) -> dict:
                         "wall_s": median([r["wall_s"] for r in rs]),
                         "peak_rss_mb": median([r["peak_rss_mb"] for r in rs]),
                         **{p: median([r["split"][p] for r in rs]) for p in (*PHASES, "other", "total")},
+                        # process wall minus the pipeline's own total: interpreter start-up, model load, save
+                        "outside_s": median([r["wall_s"] - r["split"]["total"] for r in rs
+                                             if r["split"]["total"] is not None]),
                         "all_wall_s": [r["wall_s"] for r in rs], "timing_raw": rs[0]["timing_raw"],
                         "native_vs_reference": agreement,
                     })
@@ -158,14 +160,15 @@ def render_markdown(result: dict) -> str:
                      r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
                                      r["kernels_backend"] != r["backend"] else ""),
                      fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1), fmt_num(r["statistics"], 1),
-                     fmt_num(r["solve"], 2), fmt_num(r["other"], 1), speed, wall_speed,
+                     fmt_num(r["solve"], 2), fmt_num(r["other"], 1), fmt_num(r.get("outside_s"), 1), speed,
+                     wall_speed,
                      fmt_num(r["peak_rss_mb"], 0),
                      fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else ""])
     m = result["meta"]
     cfg = result["config"]
     return (markdown_table(["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s",
-                            "statistics s", "solve s", "other s", "solve speedup", "wall speedup", "peak RSS MB",
-                            "codes equal (native vs ref)"], rows, "llrlrrrrrrrrrr") +
+                            "statistics s", "solve s", "other s", "load/save s", "solve speedup", "wall speedup",
+                            "peak RSS MB", "codes equal (native vs ref)"], rows, "llrlrrrrrrrrrrr") +
             f"\n\nDevice {cfg['device']}, {cfg['threads']} threads, median of {cfg['repeats']} run(s) per row; "
             f"machine {m['machine']['cpu']} ({m['machine']['cpu_count']} cores), load average {m['loadavg_start']}"
             f" → {m['loadavg_end']}.")
@@ -177,9 +180,9 @@ def plot(result: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(runs)), 4))
     labels = [f"{r['model']}\n{r['method']}\n{r['backend']}" for r in runs]
     bottom = [0.0] * len(runs)
-    for phase in (*PHASES, "other"):
-        vals = [r[phase] or 0.0 for r in runs]
-        ax.bar(range(len(runs)), vals, bottom=bottom, label=phase)
+    for phase in (*PHASES, "other", "outside_s"):
+        vals = [r.get(phase) or 0.0 for r in runs]
+        ax.bar(range(len(runs)), vals, bottom=bottom, label="load/save" if phase == "outside_s" else phase)
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.scatter(range(len(runs)), [r["wall_s"] for r in runs], color="k", marker="_", s=200, label="process wall")
     ax.set_xticks(range(len(runs)))

