@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,28 @@ def config_key(**config) -> str:
     return hashlib.sha1(blob).hexdigest()[:8]
 
 
+# Sources whose change can change an artifact's bytes. Their hash is stored with each artifact; a cache hit built
+# from different sources is used (so a re-run stays cheap) but flagged ``stale_code`` in the build record and the
+# results, and a warning is printed: re-run with --rebuild before publishing numbers.
+_ARTIFACT_SOURCES = ("calib", "methods", "kernels", "models", "export", "data", "formats.py", "qmodel.py")
+
+
+def code_fingerprint() -> str:
+    h = hashlib.sha1()
+    root = REPO_ROOT / "python" / "tarq"
+    for entry in _ARTIFACT_SOURCES:
+        p = root / entry
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        files += sorted(p.glob("*.so")) if p.is_dir() else []
+        for f in files:
+            if f.is_file():
+                h.update(str(f.relative_to(root)).encode())
+                h.update(f.read_bytes())
+    for so in sorted(root.glob("_C*.so")):
+        h.update(so.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _rel(arg: str) -> str:
     """Command arguments relative to the repository root, so recorded commands are machine-independent."""
     prefix = str(REPO_ROOT) + "/"
@@ -46,6 +69,10 @@ def _cached(path: Path, rebuild: bool) -> Artifact | None:
         return None
     build = read_json(side)
     build["cached"] = True
+    build["stale_code"] = build.get("code") != code_fingerprint()
+    if build["stale_code"]:
+        print(f"warning: {path.name} was built from other tarq sources (code {build.get('code')} vs now "
+              f"{code_fingerprint()}); pass --rebuild to rebuild it", file=sys.stderr)
     return Artifact(path, build)
 
 
@@ -62,7 +89,8 @@ def _build(cmd: list[str], path: Path, what: str, env_extra: dict | None = None,
     if not path.exists():
         raise RuntimeError(f"{what}: command succeeded but did not create {path}")
     build = {"cmd": [_rel(c) for c in cmd[2:]], "env": env_extra or {}, "wall_s": round(res.wall_s, 2),
-             "peak_rss_mb": round(res.peak_rss_mb, 1), "created": utc_now(), "cached": False}
+             "peak_rss_mb": round(res.peak_rss_mb, 1), "created": utc_now(), "code": code_fingerprint(),
+             "cached": False, "stale_code": False}
     write_json(_sidecar(path), build)
     return Artifact(path, build)
 

@@ -172,30 +172,46 @@ class ChildResult:
     peak_rss_mb: float      # ru_maxrss of exactly this child (os.wait4), i.e. its VmHWM
 
 
+# The child is started through this tiny interpreter (python -S, ~9 MB) which fork+execs the command and reports
+# the os.wait4 rusage of exactly that process. Why not wait4 on a direct child: Linux carries the high-water RSS
+# of the pre-exec process image across execve, and a direct child's pre-exec image is a (v)fork of *this*
+# process, so every measurement would be at least this benchmark's own RSS (hundreds of MB once torch is loaded).
+_RSS_WRAPPER = """
+import os, sys
+out, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(str(ru.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_measured(cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float | None = None,
                  cwd: Path | None = None) -> ChildResult:
-    """Run ``cmd`` to completion and return its output, wall time and peak RSS.
-
-    os.wait4 gives the resource usage of this one child, unlike RUSAGE_CHILDREN, which is a running maximum
-    over every child this process ever reaped."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    """Run ``cmd`` to completion and return its output, wall time and its own peak RSS (see _RSS_WRAPPER)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env, cwd=cwd, text=True)
-        deadline = None if timeout is None else t0 + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline is not None and time.perf_counter() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.01)
+        proc = subprocess.Popen([sys.executable, "-S", "-c", _RSS_WRAPPER, rss.name, *cmd], stdout=out, stderr=err,
+                                env=env, cwd=cwd, text=True, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)            # the wrapper and the measured process share a session
+            proc.wait()
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return ChildResult(proc.returncode, out.read(), err.read(), wall, usage.ru_maxrss / 1024.0)
+        text = rss.read().strip()
+        peak_kb = int(text) if text.isdigit() else 0
+        return ChildResult(proc.returncode, out.read(), err.read(), wall, peak_kb / 1024.0)
 
 
 def tarq_cli(*args: str) -> list[str]:

@@ -5,8 +5,8 @@ language en). WER and rare-WER (reference words with Zipf < 3) are pooled per ev
 CIs compare every method with GPTQ and with whisper.cpp's own RTN quantizer (our bit-exact clone of
 ``quantize``). The same quantized directories are also decoded as PyTorch fake-quant models on a nested subset.
 
-Defaults fit a 2-core machine in ~30 min: tiny.en only, a seeded subset of each evaluation set (``--limit``),
-the torch pass on a smaller nested subset. ``--full`` decodes every utterance; ``--models tiny.en,base``
+Defaults fit a 2-core machine in ~30 min: tiny.en only, 32 calibration utterances, a seeded subset of each
+evaluation set (``--limit``), the torch pass on a smaller nested subset. ``--full`` decodes every utterance; ``--models tiny.en,base``
 adds base. Quantized directories and ``.bin`` files are cached in ``benchmarks/.cache`` (keyed by model, method
 and configuration), so a re-run only decodes again. Per-utterance hypotheses are saved so results can be
 re-scored (``tarq.eval.load_result`` reads each system's block).
@@ -37,6 +37,7 @@ LABEL = {"fp16": "FP16", "rtn": "whisper.cpp RTN", "gptq": "GPTQ", "rarebal": "r
 TORCH_LABEL = {**LABEL, "fp16": "FP32", "rtn": "RTN"}
 REFERENCES = ("gptq", "rtn")          # every method is compared against these
 METRICS = ("wer", "rare_wer")
+METRIC_LABEL = {"wer": "WER", "rare_wer": "rare-WER"}
 EVAL_SETS = ("austen-tts-dev", "asterisk-prompts")
 CALIB_SET = "austen-tts-calib"
 
@@ -98,6 +99,41 @@ def compare(a, b, n_boot: int, seed: int) -> dict:
     return out
 
 
+def comparisons(method: str, res, per: dict, n_boot: int, seed: int) -> dict:
+    """Bootstrap of ``method`` against each reference system present in ``per`` ({method: EvalResult})."""
+    out = {}
+    for ref in REFERENCES:
+        # each pair once: GPTQ vs RTN is reported, RTN vs GPTQ would only flip the sign
+        if ref in per and ref != method and not (method in REFERENCES and
+                                                 REFERENCES.index(method) > REFERENCES.index(ref)):
+            out[ref] = compare(res, per[ref], n_boot, seed)
+    return out
+
+
+def rescore(result: dict, n_boot: int, seed: int) -> dict:
+    """Re-score a saved result from its stored hypotheses (current normaliser and metric code), no decoding."""
+    from tarq.eval import DatasetResult, EvalResult
+
+    for mres in result["models"].values():
+        for systems in mres["systems"].values():
+            evals = {}
+            for m, e in systems.items():
+                r = e["result"]
+                datasets = [DatasetResult(name=d["name"], path=d["path"], ids=[u["id"] for u in d["utterances"]],
+                                          refs=[u["ref"] for u in d["utterances"]],
+                                          hyps=[u["hyp"] for u in d["utterances"]],
+                                          durations=[u["duration"] for u in d["utterances"]],
+                                          seconds=[u["seconds"] for u in d["utterances"]])
+                            for d in r["datasets"]]
+                evals[m] = EvalResult(system=r["system"], datasets=datasets, created=r.get("created"))
+            for m, e in systems.items():
+                e["result"] = evals[m].to_dict()
+                e["comparisons"] = comparisons(m, evals[m], evals, n_boot, seed)
+    result["config"]["n_boot"] = n_boot
+    result.setdefault("rescored", []).append(_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    return result
+
+
 def run(args) -> dict:
     ensure_tarq_importable()
     import torch
@@ -142,9 +178,7 @@ def run(args) -> dict:
                 art = arts[m]["bin" if backend == "whisper.cpp" else "dir"]
                 if isinstance(art, Artifact):
                     entry["artifact"] = {"path": art.path.name, "build": art.build}
-                for ref in REFERENCES:
-                    if ref in per and ref != m:
-                        entry["comparisons"][ref] = compare(res, per[ref], args.n_boot, args.seed)
+                entry["comparisons"] = comparisons(m, res, per, args.n_boot, args.seed)
                 systems[backend][m] = entry
         models[model] = {"systems": systems,
                          "quantization": {m: arts[m]["dir"].build for m in args.methods
@@ -210,13 +244,15 @@ def render_markdown(result: dict) -> str:
             title = (f"**{model}, {backend}** (Q4_0; " + ", ".join(f"{s}: {n[s]} utts" for s in sets) + ")")
             parts.append(title + "\n\n" + markdown_table(head, rows))
             crow = []
-            for m, e in systems.items():
-                for ref, comp in e["comparisons"].items():
+            for ref in REFERENCES:             # grouped by reference: all "vs GPTQ" rows, then all "vs RTN"
+                for m, e in systems.items():
+                    comp = e["comparisons"].get(ref)
+                    if not comp:
+                        continue
                     ref_label = systems[ref]["label"]
                     for metric in METRICS:
                         c = comp[metric]["mean"]
-                        crow.append([e["label"], ref_label, metric.replace("_", "-").upper().replace("RARE-WER",
-                                                                                                     "rare-WER"),
+                        crow.append([e["label"], ref_label, METRIC_LABEL[metric],
                                      *[_ci(comp[metric][s]) for s in sets], _ci(c),
                                      _verdict(c, e["label"], ref_label)])
             if crow:
@@ -226,8 +262,17 @@ def render_markdown(result: dict) -> str:
                                             "r" * (len(sets) + 1) + "l"))
         q = mres.get("quantization") or {}
         if q:
-            parts.append(f"Quantization cost, {model} ({cfg['n_calib']} calibration utterances): " + "; ".join(
-                f"{LABEL.get(m, m)} {b['wall_s']:.0f} s, peak RSS {b['peak_rss_mb']:.0f} MB" for m, b in q.items()))
+            parts.append(f"Quantization cost, {model} ({cfg['n_calib']} calibration utterances; `tarq quantize` "
+                         "process wall time): " + "; ".join(
+                             f"{TORCH_LABEL.get(m, m)} {b['wall_s']:.0f} s, peak RSS {b['peak_rss_mb']:.0f} MB"
+                             + (" (**built from older sources**)" if b.get("stale_code") else "")
+                             for m, b in q.items()))
+    stale = sorted({e["artifact"]["path"] for mres in result["models"].values()
+                    for systems in mres["systems"].values() for e in systems.values()
+                    if (e.get("artifact") or {}).get("build", {}).get("stale_code")})
+    if stale:
+        parts.append("**Warning:** these artifacts came from the cache and were built from different tarq sources "
+                     "than this run's (re-run with `--rebuild`): " + ", ".join(f"`{p}`" for p in stale))
     m = result["meta"]
     limits = ("all utterances" if cfg["limit"] is None else
               f"seeded subsets of {cfg['limit']} utterances per set (seed {cfg['seed']}; torch: {cfg['torch_limit']})")
@@ -276,11 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     p.add_argument("--data-root", help="folder with the shared speech sets (default ../shared/data)")
     p.add_argument("--eval-sets", default=",".join(EVAL_SETS), help="evaluation set folder names")
-    p.add_argument("--limit", type=int, default=120, help="utterances per evaluation set (seeded subset; default 120)")
-    p.add_argument("--torch-limit", type=int, default=40, help="utterances per set for the torch pass (default 40)")
-    p.add_argument("--full", action="store_true", help="decode every utterance of every set (both backends)")
+    p.add_argument("--limit", type=int, default=80, help="utterances per evaluation set (seeded subset; default 80)")
+    p.add_argument("--torch-limit", type=int, default=30, help="utterances per set for the torch pass (default 30)")
+    p.add_argument("--full", action="store_true",
+                   help="decode every utterance of every set (both backends) and calibrate on all 128 utterances")
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch fake-quant pass")
-    p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (default 128, the whole set)")
+    p.add_argument("--n-calib", type=int, default=None,
+                   help="calibration utterances (default 32, seeded subset chosen by tarq quantize; --full: 128, "
+                        "the paper's budget and the whole calibration set)")
     p.add_argument("--seed", type=int, default=0, help="subset and bootstrap seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch-batch", type=int, default=8)
@@ -288,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-timeout", type=float, default=3600, help="seconds allowed per quantization")
     p.add_argument("--rebuild", action="store_true", help="ignore cached quantized dirs / .bin files")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--rescore", action="store_true",
+                   help="do not decode: re-score the stored hypotheses of --out in place (scores, bootstrap, tables)")
     return p
 
 
@@ -299,6 +349,9 @@ def parse_args(argv=None):
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method(s) {bad}; choose from {','.join(METHODS)}")
+    if args.n_calib is None:
+        # 128 utterances cost ~10 min of calibration per method for tiny.en on 2 cores: too much for the default run
+        args.n_calib = 128 if args.full else 32
     return args
 
 
@@ -310,7 +363,11 @@ def main(argv=None) -> int:
               f"{'no' if args.skip_torch else ('all' if args.full else args.torch_limit)} utts/set in torch, "
               f"calib {CALIB_SET} x {args.n_calib} -> {args.out}")
         return 0
-    write_json(args.out, run(args))
+    if args.rescore:
+        ensure_tarq_importable()
+        write_json(args.out, rescore(read_json(args.out), args.n_boot, args.seed))
+    else:
+        write_json(args.out, run(args))
     result = read_json(args.out)      # render what was saved, exactly as summarize.py will
     plot(result, args.out.with_suffix(".png"))
     print(render_markdown(result))

@@ -106,9 +106,9 @@ def _model_files(models: list[str], want_tarq: bool, rebuild: bool) -> dict[str,
             art = baseline_bin(m, kind, rebuild=rebuild)
             files[m][kind] = {"path": art.path, "bytes": art.path.stat().st_size, "build": art.build}
         if want_tarq:
-            hits = sorted((CACHE_DIR / "quant").glob(f"{m}-tarq-q4_0-*.bin"))
-            if hits:
-                files[m]["q4_0-tarq"] = {"path": hits[0], "bytes": hits[0].stat().st_size, "build": None}
+            hits = sorted((CACHE_DIR / "quant").glob(f"{m}-tarq-q4_0-*.bin"), key=lambda p: p.stat().st_mtime)
+            if hits:   # the newest one, i.e. from the latest accuracy run
+                files[m]["q4_0-tarq"] = {"path": hits[-1], "bytes": hits[-1].stat().st_size, "build": None}
     return files
 
 
@@ -157,7 +157,8 @@ def run(args) -> dict:
     return {
         "meta": meta.finish(),
         "config": {"models": args.models, "seconds": args.seconds, "threads": args.threads, "repeats": args.repeats,
-                   "calls_per_process": args.calls, "device": "cuda (whisper.cpp use_gpu)" if args.gpu else "cpu", "clip_sets": list(CLIP_SETS), "gap_s": GAP_S,
+                   "calls_per_process": args.calls, "device": "cuda (whisper.cpp use_gpu)" if args.gpu else "cpu",
+                   "clip_sets": list(CLIP_SETS), "gap_s": GAP_S,
                    "decoding": "greedy, language en, no timestamps, no context (pywhispercpp)"},
         "clips": {f"{s:g}": info for s, (_, info) in clips.items()},
         "files": {m: {v: {"file": Path(i["path"]).name, "mb": round(i["bytes"] / 2**20, 2), "build": i["build"]}

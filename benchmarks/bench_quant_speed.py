@@ -5,8 +5,8 @@ Each calibration is a fresh ``tarq quantize`` process (wall time and peak RSS me
 comes from the run's ``report.json``). Native and reference runs of one configuration are interleaved, and their
 integer codes are compared, so the speedup is between runs that produced the same model.
 
-    python benchmarks/bench_quant_speed.py                        # tiny.en x 128 utts, base x 16 utts
-    python benchmarks/bench_quant_speed.py --n-calib tiny.en=128,base=128 --repeats 2
+    python benchmarks/bench_quant_speed.py                  # tiny.en x 8 utts, base x 4 utts; reference: tiny GPTQ
+    python benchmarks/bench_quant_speed.py --n-calib 128 --reference-models all --reference-methods all
     python benchmarks/bench_quant_speed.py --gpu                  # CUDA variant (skipped without a GPU)
 """
 from __future__ import annotations
@@ -91,6 +91,12 @@ def quantize_once(model: str, method: str, calib: Path, n_calib: int, threads: i
             "timing_raw": report.get("timing")}
 
 
+def quantize_supports_device() -> bool:
+    """Whether ``tarq quantize`` takes --device (needed to put the calibration on a GPU)."""
+    res = run_measured(tarq_cli("quantize", "--help"), env=bench_env(), timeout=120)
+    return res.returncode == 0 and "--device" in res.stdout
+
+
 def run(args) -> dict:
     meta = RunMeta.start("quant_speed" + ("_gpu" if args.gpu else ""))
     calib = resolve_data_root(args.data_root) / CALIB_SET
@@ -101,10 +107,13 @@ def run(args) -> dict:
         for model in args.models:
             n_calib = args.n_calib.get(model, args.n_calib.get("*", 128))
             for method in args.methods:
-                reps: dict[str, list[dict]] = {b: [] for b in args.backends}
+                # the reference solver is slow (a Python column loop): by default only where asked for
+                backends = [b for b in args.backends if b != "reference" or
+                            (_selected(model, args.reference_models) and _selected(method, args.reference_methods))]
+                reps: dict[str, list[dict]] = {b: [] for b in backends}
                 dirs: dict[str, Path] = {}
                 for rep in range(args.repeats):
-                    for backend in args.backends:       # interleaved: load drift hits both alike
+                    for backend in backends:            # interleaved: load drift hits both alike
                         out = tmp_root / f"{model}-{method}-{backend}-{rep}"
                         r = quantize_once(model, method, calib, n_calib, args.threads, backend, out, device,
                                           args.timeout)
@@ -140,7 +149,8 @@ def run(args) -> dict:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return {"meta": meta.finish(),
             "config": {"models": args.models, "methods": args.methods, "backends": args.backends,
-                       "n_calib": args.n_calib, "threads": args.threads, "repeats": args.repeats, "format": "q4_0",
+                       "n_calib": args.n_calib, "reference_models": args.reference_models,
+                       "reference_methods": args.reference_methods, "threads": args.threads, "repeats": args.repeats, "format": "q4_0",
                        "calib": CALIB_SET, "device": device or "cpu"},
             "runs": runs}
 
@@ -194,6 +204,10 @@ def plot(result: dict, path: Path) -> Path:
     return save_plot(fig, path)
 
 
+def _selected(name: str, allowed: list[str]) -> bool:
+    return "all" in allowed or name in allowed
+
+
 def _n_calib(text: str) -> dict[str, int]:
     if text.isdigit():
         return {"*": int(text)}
@@ -212,8 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="tiny.en,base")
     p.add_argument("--methods", default="tarq,gptq")
     p.add_argument("--backends", default="native,reference", help="solver backends (default native,reference)")
-    p.add_argument("--n-calib", type=_n_calib, default=_n_calib("tiny.en=128,base=16"),
-                   help="calibration utterances: N for all models or model=N,... (default tiny.en=128,base=16)")
+    p.add_argument("--n-calib", type=_n_calib, default=_n_calib("tiny.en=8,base=4"),
+                   help="calibration utterances: N for all models or model=N,... (default tiny.en=8,base=4; the "
+                        "forward passes and statistics grow linearly with N, the solves do not depend on it)")
+    p.add_argument("--reference-models", default="tiny.en",
+                   help="models also calibrated with the PyTorch reference solver ('all' for every model)")
+    p.add_argument("--reference-methods", default="gptq",
+                   help="methods also calibrated with the reference solver ('all' for every method; default gptq: "
+                        "TARQ's solve is the same GPTQ sweep on a rebalanced Hessian)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per calibration")
@@ -228,6 +248,8 @@ def parse_args(argv=None):
     args.models = [m for m in args.models.split(",") if m]
     args.methods = [m for m in args.methods.split(",") if m]
     args.backends = [b for b in args.backends.split(",") if b]
+    args.reference_models = [m for m in args.reference_models.split(",") if m]
+    args.reference_methods = [m for m in args.reference_methods.split(",") if m]
     bad = [b for b in args.backends if b not in BACKENDS]
     if bad:
         raise SystemExit(f"unknown backend(s) {bad}; choose from {','.join(BACKENDS)}")
@@ -240,11 +262,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.dry_run:
         print(f"quant_speed{' (gpu)' if args.gpu else ''}: models {args.models}, methods {args.methods}, "
-              f"solvers {args.backends}, calibration utterances {args.n_calib}, {args.repeats} repeat(s) -> {args.out}")
+              f"solvers {args.backends} (reference solver for models {args.reference_models}, methods "
+              f"{args.reference_methods}), calibration utterances {args.n_calib}, {args.repeats} repeat(s) -> {args.out}")
         return 0
     if args.gpu and not cuda_available():
         write_json(args.out, skipped_no_cuda("quant_speed_gpu"))
         print("skipped: no CUDA device")
+        return 0
+    if args.gpu and not quantize_supports_device():
+        reason = "skipped: `tarq quantize` has no --device option, so calibration cannot be put on the GPU"
+        write_json(args.out, skipped_no_cuda("quant_speed_gpu", reason))
+        print(reason)
         return 0
     write_json(args.out, run(args))
     result = read_json(args.out)      # render what was saved, exactly as summarize.py will

@@ -65,34 +65,34 @@ bool cholesky_lower(std::vector<double>& Av, int64_t n, const Kernels& K) {
     return true;
 }
 
-// X = L^-1 for lower-triangular L (row-major), by forward substitution on blocks of 32 unit columns.
-void invert_lower(const std::vector<double>& L, int64_t n, std::vector<double>& X) {
-    constexpr int64_t CB = 32;
-    X.assign(static_cast<size_t>(n * n), 0.0);
+// X = L^-1 for lower-triangular L (row-major). Column blocks of X are independent (one task each); inside
+// a column block, row block r is  X_rc = L_rr^-1 (δ_rc I - L[r, c0:r0] X[c0:r0, c]):  one GEMM with the
+// blocks above, then forward substitution with the small diagonal block.
+void invert_lower(const std::vector<double>& Lv, int64_t n, const Kernels& K, std::vector<double>& Xv) {
+    constexpr int64_t CB = 64;
+    Xv.assign(static_cast<size_t>(n * n), 0.0);
+    const double* L = Lv.data();
+    double* X = Xv.data();
     const int64_t nblocks = (n + CB - 1) / CB;
-#pragma omp parallel
-    {
-        std::vector<double> Xb;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nblocks; ++b) {
-            const int64_t c0 = b * CB, c1 = std::min(n, c0 + CB), cw = c1 - c0;
-            Xb.assign(static_cast<size_t>((n - c0) * CB), 0.0);  // rows c0.. of X[:, c0:c1], width CB
-            for (int64_t i = c0; i < n; ++i) {
-                double acc[CB];
-                for (int64_t c = 0; c < CB; ++c) acc[c] = 0.0;
-                if (i - c0 < cw) acc[i - c0] = 1.0;
-                const double* Li = L.data() + i * n;
-                for (int64_t k = c0; k < i; ++k) {
-                    const double l = Li[k];
-                    const double* xk = Xb.data() + (k - c0) * CB;
-                    for (int64_t c = 0; c < CB; ++c) acc[c] -= l * xk[c];
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < nblocks; ++b) {
+        const int64_t c0 = b * CB, c1 = std::min(n, c0 + CB), cw = c1 - c0;
+        for (int64_t r0 = c0; r0 < n; r0 += CB) {
+            const int64_t r1 = std::min(n, r0 + CB);
+            if (r0 == c0)
+                for (int64_t i = r0; i < r1; ++i) X[i * n + i] = 1.0;
+            else
+                K.gemm_sub(r1 - r0, cw, r0 - c0, L + r0 * n + c0, n, X + c0 * n + c0, n, X + r0 * n + c0, n);
+            for (int64_t i = r0; i < r1; ++i) {
+                double* xi = X + i * n + c0;
+                for (int64_t k = r0; k < i; ++k) {
+                    const double l = L[i * n + k];
+                    const double* xk = X + k * n + c0;
+                    for (int64_t c = 0; c < cw; ++c) xi[c] -= l * xk[c];
                 }
-                const double inv = 1.0 / Li[i];
-                double* xi = Xb.data() + (i - c0) * CB;
-                for (int64_t c = 0; c < CB; ++c) xi[c] = acc[c] * inv;
+                const double inv = 1.0 / L[i * n + i];
+                for (int64_t c = 0; c < cw; ++c) xi[c] *= inv;
             }
-            for (int64_t i = c0; i < n; ++i)
-                for (int64_t c = 0; c < cw; ++c) X[i * n + c0 + c] = Xb[(i - c0) * CB + c];
         }
     }
 }
@@ -132,7 +132,7 @@ CholeskyOut cholesky_inverse_upper(const double* H, int64_t n, double damp_frac,
         if (!cholesky_lower(A, n, K)) continue;
         for (int64_t i = 0; i < n; ++i)
             for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0;  // clear the GEMM scratch above the diagonal
-        invert_lower(A, n, X);
+        invert_lower(A, n, K, X);
         out.U.assign(static_cast<size_t>(n * n), 0.0f);
         bool ok = true;
         for (int64_t i = 0; i < n; ++i)

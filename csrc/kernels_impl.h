@@ -2,6 +2,7 @@
 // with fixed-size register tiles that GCC/Clang auto-vectorize (no intrinsics, so one source serves both).
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "fp16.h"
 #include "kernels.h"
@@ -10,33 +11,39 @@ namespace tarq {
 namespace TARQ_ISA_NS {
 namespace {
 
-constexpr int MR = 4;   // rows of the register tile
-constexpr int NR = 8;   // columns of the register tile (2 AVX2 vectors of doubles)
+// Register tile MR x NR of float64 sums: NV vectors of VW doubles per row. AVX2: 4 x 8 (8 ymm accumulators);
+// portable SSE2: 4 x 4 (8 xmm accumulators). aligned(8) makes loads/stores through `vec` unaligned-safe.
+constexpr int VW = TARQ_VEC_DOUBLES;
+constexpr int NV = 2;
+constexpr int NR = VW * NV;
+constexpr int MR = 4;  // row groups and Cholesky tiles come in multiples of 4 rows
+typedef double vec __attribute__((vector_size(VW * sizeof(double)), aligned(8)));
 
-// 4 doubles as a GCC/Clang vector (AVX2 ymm in the avx2 build, two SSE2 registers in the generic one);
-// aligned(8) makes loads/stores through it unaligned-safe.
-typedef double v4d __attribute__((vector_size(32), aligned(8)));
-
-// C[MR x NR] -= A[MR x K] B[K x NR]: the 4 x 8 tile of sums stays in 8 vector registers for the K loop.
+// C[MR x NR] -= A[MR x K] B[K x NR]; the tile of sums stays in registers for the whole K loop.
 inline void micro_full(int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb, double* C,
                        int64_t ldc) {
-    static_assert(MR == 4 && NR == 8, "register tile is written out for 4 x 8");
-    v4d c00 = {0, 0, 0, 0}, c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    const double *a0 = A, *a1 = A + lda, *a2 = A + 2 * lda, *a3 = A + 3 * lda;
-    for (int64_t k = 0; k < K; ++k) {
-        const v4d b0 = *reinterpret_cast<const v4d*>(B + k * ldb);
-        const v4d b1 = *reinterpret_cast<const v4d*>(B + k * ldb + 4);
-        const double x0 = a0[k], x1 = a1[k], x2 = a2[k], x3 = a3[k];
-        c00 += x0 * b0; c01 += x0 * b1;
-        c10 += x1 * b0; c11 += x1 * b1;
-        c20 += x2 * b0; c21 += x2 * b1;
-        c30 += x3 * b0; c31 += x3 * b1;
-    }
-    const v4d* acc[MR][2] = {{&c00, &c01}, {&c10, &c11}, {&c20, &c21}, {&c30, &c31}};
+    vec acc[MR][NV];
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r)
-        for (int h = 0; h < 2; ++h) {
-            v4d* dst = reinterpret_cast<v4d*>(C + r * ldc + 4 * h);
-            *dst = *dst - *acc[r][h];
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) acc[r][v] = vec{};
+    for (int64_t k = 0; k < K; ++k) {
+        vec b[NV];
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) b[v] = *reinterpret_cast<const vec*>(B + k * ldb + v * VW);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+            const double x = A[r * lda + k];
+#pragma GCC unroll 2
+            for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) {
+            vec* dst = reinterpret_cast<vec*>(C + r * ldc + v * VW);
+            *dst = *dst - acc[r][v];
         }
 }
 
@@ -55,15 +62,34 @@ void gemm_sub(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, con
               double* C, int64_t ldc) {
     if (M <= 0 || N <= 0 || K <= 0) return;
     // Column panels of B sized for L2 (K x NC doubles); the A row tile (MR x K) stays in L1 while it
-    // sweeps the panel.
+    // sweeps the panel. With enough rows to amortise it, the panel is first packed into contiguous
+    // K x NR slices: the rows of U are n doubles apart, so unpacked slices touch K different pages.
+    // Packing only moves data; every sum is formed in the same order either way.
     const int64_t NC = std::max<int64_t>(NR, (int64_t(256) * 1024 / 8 / std::max<int64_t>(K, 1)) / NR * NR);
+    const bool pack = M >= 4 * MR;
+    thread_local std::vector<double> packed;
     for (int64_t j0 = 0; j0 < N; j0 += NC) {
         const int64_t j1 = std::min(N, j0 + NC);
+        const int64_t full = (j1 - j0) / NR * NR;  // columns covered by whole NR-wide slices
+        if (pack && full > 0) {
+            packed.resize(static_cast<size_t>(K * full));
+            for (int64_t k = 0; k < K; ++k) {
+                const double* src = B + k * ldb + j0;
+                for (int64_t t = 0; t < full / NR; ++t)
+                    for (int c = 0; c < NR; ++c) packed[(t * K + k) * NR + c] = src[t * NR + c];
+            }
+        }
         int64_t i = 0;
         for (; i + MR <= M; i += MR) {
-            int64_t j = j0;
-            for (; j + NR <= j1; j += NR) micro_full(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc);
-            if (j < j1) micro_edge(MR, j1 - j, K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc);
+            for (int64_t t = 0; t < full / NR; ++t) {
+                const int64_t j = j0 + t * NR;
+                if (pack)
+                    micro_full(K, A + i * lda, lda, packed.data() + t * K * NR, NR, C + i * ldc + j, ldc);
+                else
+                    micro_full(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc);
+            }
+            if (j0 + full < j1)
+                micro_edge(MR, j1 - j0 - full, K, A + i * lda, lda, B + j0 + full, ldb, C + i * ldc + j0 + full, ldc);
         }
         if (i < M) micro_edge(M - i, j1 - j0, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
     }

@@ -80,14 +80,20 @@ def test_subset_is_deterministic_and_order_independent():
 
 
 def test_run_measured_reports_the_childs_own_peak_rss():
+    ballast = bytearray(400 * 2**20)      # a big parent must not leak into the child's number (execve keeps
+    ballast[::4096] = b"x" * len(ballast[::4096])  # the pre-exec high-water RSS)
     big = _common.run_measured([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
     small = _common.run_measured([sys.executable, "-c", "pass"])
+    del ballast
     assert big.returncode == 0 and small.returncode == 0
-    assert big.peak_rss_mb > 300 > small.peak_rss_mb
+    assert 300 < big.peak_rss_mb < 380
+    assert small.peak_rss_mb < 60
     failing = _common.run_measured([sys.executable, "-c", "import sys; print('x'); sys.exit(3)"])
     assert failing.returncode == 3 and failing.stdout.strip() == "x"
     with pytest.raises(RuntimeError, match="exit 3"):
         _common.check_child(failing, "demo")
+    slow = _common.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert slow.returncode != 0 and slow.wall_s < 10
 
 
 def test_write_json_is_strict_and_atomic(tmp_path):
@@ -178,3 +184,28 @@ def test_summarize_rewrites_between_markers(tmp_path):
     new = summarize.rewrite(readme.read_text(), results)
     assert "stale" not in new and "_skipped: no CUDA device_" in new and new.endswith("end\n")
     assert summarize.rewrite(new, results) == new
+
+
+def test_accuracy_rescore_recomputes_scores_from_stored_hypotheses():
+    _common.ensure_tarq_importable()
+    refs = ["the cat sat on the mat", "Catherine walked slowly upstairs", "press the pound key"]
+
+    def system(label, hyps):
+        utts = [{"id": f"u{i}", "ref": r, "hyp": h, "duration": 1.0, "seconds": 0.1}
+                for i, (r, h) in enumerate(zip(refs, hyps))]
+        return {"label": label, "comparisons": {}, "result": {
+            "system": {"label": label}, "datasets": [{"name": "setA", "path": "", "utterances": utts}]}}
+
+    result = {"meta": _meta(), "config": {"n_boot": 10},
+              "models": {"tiny.en": {"systems": {"whisper.cpp": {
+                  "gptq": system("GPTQ", ["the cat sat on a mat", "Katharine walked slowly upstairs",
+                                          "press the pound key"]),
+                  "tarq": system("TARQ", refs)}}}}}
+    out = bench_accuracy.rescore(result, n_boot=50, seed=0)
+    sys_ = out["models"]["tiny.en"]["systems"]["whisper.cpp"]
+    gptq = sys_["gptq"]["result"]["datasets"][0]["scores"]
+    assert gptq["errors"] == 2 and gptq["n_words"] == 14
+    assert sys_["tarq"]["result"]["datasets"][0]["scores"]["wer"] == 0.0
+    comp = sys_["tarq"]["comparisons"]["gptq"]["wer"]["mean"]
+    assert comp["diff"] == pytest.approx(-2 / 14)
+    assert "gptq" not in sys_["gptq"]["comparisons"]

@@ -16,24 +16,42 @@ def test_preconditions_on_word_classes():
     assert is_numeral("1947") and is_numeral("2nd") and is_numeral("one") and not is_numeral("router")
 
 
-def test_insertion_owner_rule():
+def test_insertion_owner_rules():
     rare = [False, True, False, False]
-    assert _insertion_owner(0, 4, rare) == 0          # utterance start -> first word
-    assert _insertion_owner(4, 4, rare) == 3          # utterance end -> last word
-    assert _insertion_owner(1, 4, rare) == 1          # common left, rare right -> the rare word
-    assert _insertion_owner(2, 4, rare) == 1          # rare left -> left
-    assert _insertion_owner(3, 4, rare) == 2          # both common -> left
-    assert _insertion_owner(1, 2, [True, True]) == 0  # both rare -> left
-    assert _insertion_owner(0, 0, []) is None         # empty reference -> nobody
+    for rule in ("left", "adjacent-rare"):
+        assert _insertion_owner(0, 4, rare, rule) == 0          # utterance start -> first word
+        assert _insertion_owner(4, 4, rare, rule) == 3          # utterance end -> last word
+        assert _insertion_owner(2, 4, rare, rule) == 1          # rare left -> left
+        assert _insertion_owner(3, 4, rare, rule) == 2          # both common -> left
+        assert _insertion_owner(1, 2, [True, True], rule) == 0  # both rare -> left
+        assert _insertion_owner(0, 0, [], rule) is None         # empty reference -> nobody
+    assert _insertion_owner(1, 4, rare, "left") == 0            # common left, rare right: left by default
+    assert _insertion_owner(1, 4, rare, "adjacent-rare") == 1   # ... the rare word under adjacent-rare
+    assert _insertion_owner(2, 4, rare, "none") is None
+    with pytest.raises(ValueError, match="insertion rule"):
+        score_corpus(["a"], ["a"], insertion_rule="right")
 
 
-def test_insertion_next_to_rare_word_counts_as_rare():
-    # "zyxel" split in two: 1 substitution + 1 insertion, both charged to the rare word
+def test_insertion_after_rare_word_counts_as_rare():
+    # jiwer puts the extra word of "zyxel" -> "zy xel" before the substitution (between "the" and "zyxel")
     s = score_corpus(["The Zyxel router."], ["the zy xel router"])
     assert (s.n_words, s.n_rare, s.errors, s.insertions, s.substitutions) == (3, 1, 2, 1, 1)
-    assert s.rare_errors == 2 and s.rare_wer == pytest.approx(2.0)
-    assert s.common_errors == 0 and s.common_wer == 0.0
     assert s.wer == pytest.approx(2 / 3)
+    assert s.rare_errors == 1 and s.common_errors == 1          # default "left": the insertion belongs to "the"
+    a = score_corpus(["The Zyxel router."], ["the zy xel router"], insertion_rule="adjacent-rare")
+    assert a.rare_errors == 2 and a.rare_wer == pytest.approx(2.0) and a.common_errors == 0
+    n = score_corpus(["The Zyxel router."], ["the zy xel router"], insertion_rule="none")
+    assert n.rare_errors == 1 and n.wer == s.wer
+    # an insertion right after a rare word is rare under the default
+    s = score_corpus(["The Zyxel router."], ["the zyxel big router"])
+    assert s.rare_errors == 1 and s.rare_wer == 1.0 and s.common_errors == 0
+
+
+def test_ellipsis_leaves_no_dot_word():
+    # Whisper's normaliser turns "exactly..." into "exactly ." ; the lone "." is not scored as a word
+    assert normalize("the time will be exactly...").split()[-1] == "."
+    s = score_corpus(["At the tone, the time will be exactly..."], ["at the tone the time will be exactly"])
+    assert s.n_words == 8 and s.wer == 0.0
 
 
 def test_insertion_between_common_words_is_common():
@@ -95,7 +113,7 @@ def test_rare_plus_common_errors_equal_all_errors_on_random_text():
     vocab = ["the", "zyxel", "router", "witheld", "press", "key", "1947", "one", "big", "quixotic", "number"]
     refs = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, 8))) for _ in range(50)]
     hyps = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 9))) for _ in range(50)]
-    counts = align_counts(refs, hyps)
+    counts = [c for rule in ("left", "adjacent-rare", "none") for c in align_counts(refs, hyps, insertion_rule=rule)]
     for c in counts:
         assert c.errors == c.substitutions + c.deletions + c.insertions
         assert 0 <= c.rare_errors <= c.errors and 0 <= c.numeral_errors <= c.errors

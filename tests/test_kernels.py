@@ -183,6 +183,16 @@ def test_sweep_formats_and_group_sizes(fmt_name, group):
 
 
 @needs_native
+@pytest.mark.parametrize("n,group,block", [(416, 32, 128), (448, 64, 128), (384, 128, 96)])
+def test_partial_last_block_and_rounded_block_size(n, group, block):
+    fmt = get_format("q4_0", group)
+    U = ref.cholesky_inverse_upper(random_hessian(n, seed=n)).U
+    W = random_weight(72, n, seed=n + 1)  # 72 rows: not a multiple of the 64-row task size
+    assert_same_sweep(native.gptq_sweep(W, U, fmt, block_size=block), ref.gptq_sweep(W, U, fmt, block_size=block),
+                      min_equal=1.0)
+
+
+@needs_native
 def test_q4_0_lattice_property_and_ggml_scale_rule():
     n = 512
     H = random_hessian(n, seed=21)

@@ -74,3 +74,20 @@ def test_cuda_validation_harness_runs(tmp_path):
                     *map(str, srcs), "-o", str(exe)], check=True, timeout=600)
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.cuda
+@needs_gpu
+def test_cuda_batched_shared_u_matches_cpu():
+    from tarq.formats import get_format
+    from tarq.kernels import native, reference as ref
+    fmt = get_format("q4_0")
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(768, 384, generator=g)
+    U = ref.cholesky_inverse_upper(X.T @ X).U
+    Ws = [torch.randn(m, 384, generator=g) * 0.05 for m in (384, 384, 96)]
+    gpu = native.gptq_sweep_batched([W.cuda() for W in Ws], U.cuda(), fmt)
+    for W, r in zip(Ws, gpu):
+        cpu = native.gptq_sweep(W, U, fmt)
+        assert float((r.codes.cpu() == cpu.codes).double().mean()) >= 0.999
+        assert float(r.err) == pytest.approx(float(cpu.err), rel=1e-5)

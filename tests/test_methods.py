@@ -102,3 +102,12 @@ def test_nan_weight_error_names_layer():
     W["b.weight"][0, 0] = float("nan")
     with pytest.raises(ValueError, match="b.weight"):
         get_method("gptq").quantize_group(W, st, FMT)
+
+
+def test_non_pd_hessian_error_names_layer():
+    from tarq.calib.stats import GroupStats
+
+    n = 32
+    st = GroupStats(-torch.eye(n, dtype=torch.float64), torch.zeros(n, n, dtype=torch.float64), None, 10, 0)
+    with pytest.raises(ValueError, match=r"enc\.fc1\.weight.*positive definite"):
+        get_method("gptq").quantize_group({"enc.fc1.weight": torch.randn(8, n)}, st, FMT)

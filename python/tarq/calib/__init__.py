@@ -1,5 +1,6 @@
-"""Calibration: rarity tagging, streamed statistics, the true-sequential pipeline driver."""
-from .pipeline import CalibConfig, run_calibration, select_subset
+"""Calibration: rarity tagging (rarity), streamed statistics (stats), the true-sequential driver (pipeline,
+driver). Submodules are imported explicitly (``from tarq.calib.pipeline import run_calibration``) so that
+``tarq.methods`` can use ``tarq.calib.stats`` without an import cycle."""
 from .stats import GroupStats, StatsAccumulator
 
-__all__ = ["CalibConfig", "GroupStats", "StatsAccumulator", "run_calibration", "select_subset"]
+__all__ = ["GroupStats", "StatsAccumulator"]

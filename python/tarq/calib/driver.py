@@ -18,11 +18,15 @@ from .pipeline import CalibConfig, calib_config_dict, run_calibration, select_su
 log = logging.getLogger(__name__)
 
 
+PSEUDO_LABEL_MAX_TOKENS = 224   # Whisper's own per-window sample_len
+
+
 def pseudo_label(loaded, audios: Sequence) -> list[str]:
     """Greedy FP transcripts for utterances without a reference (the eval engineer's torch backend)."""
     from ..eval.backends import get_backend
 
-    return get_backend("torch", loaded, threads=None).transcribe(list(audios))
+    backend = get_backend("torch", loaded, threads=None, max_new_tokens=PSEUDO_LABEL_MAX_TOKENS)
+    return backend.transcribe(list(audios))
 
 
 def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: CalibConfig

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from ..formats import QuantFormat
-from ..methods.base import LinearResult, QuantMethod, rel_error
+from ..methods.base import LinearResult, QuantMethod, h_inner
 from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
 from .stats import GroupStats, StatsAccumulator
@@ -205,18 +205,19 @@ def _check_result(name: str, W: torch.Tensor, r: LinearResult, fmt: QuantFormat)
 
 def _layer_report(key: str, W: torch.Tensor, r: LinearResult, stats: GroupStats, method: QuantMethod,
                   fmt: QuantFormat) -> dict[str, Any]:
-    H = stats.H
     rtn = rtn_quantize(W, fmt).dequant
+    metrics = {"": stats.H, "_tail": stats.H_tail} if stats.n_tail else {"": stats.H}
     rep = {
         "group": key,
         "shape": list(W.shape),
         "n_common": stats.n_common, "n_tail": stats.n_tail,
         "tr_H_common": float(torch.trace(stats.H_common)), "tr_H_tail": float(torch.trace(stats.H_tail)),
-        "rel_err_rtn": rel_error(W, rtn, H), "rel_err": rel_error(W, r.dequant, H),
     }
-    if stats.n_tail:
-        rep["rel_err_tail_rtn"] = rel_error(W, rtn, stats.H_tail)
-        rep["rel_err_tail"] = rel_error(W, r.dequant, stats.H_tail)
+    for suffix, H in metrics.items():   # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), RTN before and the method after
+        den = h_inner(W, W, H)
+        for label, W_hat in (("_rtn", rtn), ("", r.dequant)):
+            dW = W - W_hat
+            rep[f"rel_err{suffix}{label}"] = h_inner(dW, dW, H) / den if den > 0 else 0.0
     rep.update({k: v for k, v in r.info.items()})
     return rep
 

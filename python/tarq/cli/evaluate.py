@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128, help="torch backend token limit per utterance")
     p.add_argument("-k", "--zipf", type=float, default=None,
                    help="rare threshold: reference words with Zipf frequency below this are rare (default 3.0)")
+    p.add_argument("--insertions", choices=("left", "adjacent-rare", "none"), default=None,
+                   help="which reference word owns an insertion for rare-WER (default left; docs/evaluation.md)")
     p.add_argument("--label", help="system name in tables and plots (default: the model)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -62,7 +64,7 @@ def _decode(args):
     backend = get_backend(name, args.model, **opts)
     k = DEFAULT_ZIPF_THRESHOLD if args.zipf is None else args.zipf
     return evaluate(backend, args.data, limit=args.limit, k=k, label=args.label or Path(args.model).name,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, insertion_rule=args.insertions or "left")
 
 
 def compare(a, b, n_boot: int = 1000, seed: int = 0, metrics=COMPARE_METRICS):
@@ -89,7 +91,7 @@ def run(args) -> int:
     if args.rescore:
         if args.data or args.model:
             log.warning("--rescore: MODEL and --data are ignored (nothing is decoded)")
-        result = load_result(args.rescore, k=args.zipf)
+        result = load_result(args.rescore, k=args.zipf, insertion_rule=args.insertions)
         if args.label:
             result.system["label"] = args.label
     else:
@@ -99,7 +101,7 @@ def run(args) -> int:
         save_result(result, args.json)
         console.print(f"wrote {args.json}")
     for other_path in args.compare:
-        other = load_result(other_path, k=result.k)
+        other = load_result(other_path, k=result.k, insertion_rule=result.insertion_rule)
         rows = compare(result, other, n_boot=args.bootstrap, seed=args.seed)
         console.print(comparison_table(result.label, other.label, rows))
     return 0

@@ -8,11 +8,14 @@ Substitutions and deletions are owned by the reference word they replace or drop
 between reference words ``i-1`` and ``i`` is owned by
 
 * the only neighbour that exists (utterance start -> word 0, utterance end -> the last word);
-* otherwise the left neighbour ``i-1``, unless the left is common and the right ``i`` is rare, in which case the
-  right one: an insertion next to a rare word is charged to the rare word (the TARQ paper's "insertions adjacent
-  to rare references count as rare-relevant"), so a rare word split in two counts as rare whichever side jiwer
-  puts the extra word on;
+* otherwise (default rule ``"left"``) the left neighbour ``i-1``: the reference word the alignment consumed last,
+  i.e. the TARQ paper's "aligned reference position", so insertions after a rare word count as rare-relevant;
 * nobody, when the reference is empty: those insertions count in WER and common-WER only.
+
+``insertion_rule="adjacent-rare"`` instead charges an insertion to the right neighbour when only that one is rare
+(an insertion on either side of a rare word is rare-relevant); ``"none"`` never charges insertions to rare words.
+The default reproduces the reference figures of shared/data/README.md (docs/evaluation.md compares the three).
+Tokens with no letter or digit (a lone "." that the normaliser leaves from "...") are dropped before alignment.
 
 A class rate is then (errors owned by the class's positions) / (number of reference words in the class), so rare
 errors + common errors = all errors, and WER is unchanged by the convention.
@@ -68,18 +71,28 @@ class UttCounts:
     numeral_errors: int
 
 
-def _insertion_owner(i: int, n: int, rare: list[bool]) -> int | None:
-    """Reference position owning insertions that sit before reference word i (0 <= i <= n); see module doc."""
-    if n == 0:
+INSERTION_RULES = ("left", "adjacent-rare", "none")
+DEFAULT_INSERTION_RULE = "left"
+
+
+def _insertion_owner(i: int, n: int, rare: list[bool], rule: str = DEFAULT_INSERTION_RULE) -> int | None:
+    """Reference position owning insertions that sit before reference word i (0 <= i <= n); see module doc.
+
+    "left" (default): the left neighbour; "adjacent-rare": the left neighbour unless only the right one is rare;
+    "none": nobody (insertions never count as rare). Edges go to the only neighbour."""
+    if n == 0 or rule == "none":
         return None
     if i == 0:
         return 0
     if i == n:
         return n - 1
+    if rule == "left":
+        return i - 1
     return i if (rare[i] and not rare[i - 1]) else i - 1
 
 
-def count_errors(ref_words: list[str], alignment, k: float = DEFAULT_ZIPF_THRESHOLD) -> UttCounts:
+def count_errors(ref_words: list[str], alignment, k: float = DEFAULT_ZIPF_THRESHOLD,
+                 insertion_rule: str = DEFAULT_INSERTION_RULE) -> UttCounts:
     """Per-position error charges for one utterance from its jiwer alignment chunks."""
     n = len(ref_words)
     rare = [is_rare(w, k) for w in ref_words]
@@ -101,7 +114,7 @@ def count_errors(ref_words: list[str], alignment, k: float = DEFAULT_ZIPF_THRESH
         elif chunk.type == "insert":
             width = chunk.hyp_end_idx - chunk.hyp_start_idx
             ins += width
-            owner = _insertion_owner(chunk.ref_start_idx, n, rare)
+            owner = _insertion_owner(chunk.ref_start_idx, n, rare, insertion_rule)
             if owner is None:
                 unowned += width
             else:
@@ -116,20 +129,27 @@ def count_errors(ref_words: list[str], alignment, k: float = DEFAULT_ZIPF_THRESH
         numeral_errors=sum(e for e, m in zip(owned, numeral) if m))
 
 
-def align_counts(refs: list[str], hyps: list[str], k: float = DEFAULT_ZIPF_THRESHOLD,
-                 normalise: bool = True) -> list[UttCounts]:
+def words(text: str, normalise: bool = True) -> list[str]:
+    """Scoring tokens: the normalised text split on whitespace, without tokens that have no letter or digit.
+    (Whisper's normaliser turns an ellipsis "..." into a lone "." token, which is not a word.)"""
+    return [w for w in (normalize(text) if normalise else text).split() if any(ch.isalnum() for ch in w)]
+
+
+def align_counts(refs: list[str], hyps: list[str], k: float = DEFAULT_ZIPF_THRESHOLD, normalise: bool = True,
+                 insertion_rule: str = DEFAULT_INSERTION_RULE) -> list[UttCounts]:
     """UttCounts for each (reference, hypothesis) pair; texts are normalised first unless normalise=False."""
+    if insertion_rule not in INSERTION_RULES:
+        raise ValueError(f"unknown insertion rule {insertion_rule!r}; choose from {', '.join(INSERTION_RULES)}")
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     if any(r is None for r in refs):
         raise ValueError("a reference transcript is missing (None); cannot score")
-    norm = normalize if normalise else (lambda s: " ".join(s.split()))
-    ref_n = [norm(r) for r in refs]
-    hyp_n = [norm(h or "") for h in hyps]
+    ref_n = [" ".join(words(r, normalise)) for r in refs]
+    hyp_n = [" ".join(words(h or "", normalise)) for h in hyps]
     if not refs:
         return []
     out = jiwer.process_words(ref_n, hyp_n)
-    return [count_errors(r.split(), a, k) for r, a in zip(ref_n, out.alignments)]
+    return [count_errors(r.split(), a, k, insertion_rule) for r, a in zip(ref_n, out.alignments)]
 
 
 def _rate(num: int, den: int) -> float:
@@ -156,6 +176,7 @@ class Scores:
     common_errors: int
     numeral_errors: int
     k: float = DEFAULT_ZIPF_THRESHOLD
+    insertion_rule: str = DEFAULT_INSERTION_RULE
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
@@ -164,7 +185,8 @@ class Scores:
 RATE_NAMES = ("wer", "rare_wer", "common_wer", "numeral_wer")
 
 
-def pool(counts: list[UttCounts], k: float = DEFAULT_ZIPF_THRESHOLD) -> Scores:
+def pool(counts: list[UttCounts], k: float = DEFAULT_ZIPF_THRESHOLD,
+         insertion_rule: str = DEFAULT_INSERTION_RULE) -> Scores:
     """Corpus-level Scores from per-utterance counts. Raises ValueError when there are no reference words."""
     tot = {f.name: sum(getattr(c, f.name) for c in counts) for f in fields(UttCounts)}
     if tot["n_words"] == 0:
@@ -177,12 +199,13 @@ def pool(counts: list[UttCounts], k: float = DEFAULT_ZIPF_THRESHOLD) -> Scores:
         n_utts=len(counts), n_words=tot["n_words"], n_rare=tot["n_rare"], n_common=n_common,
         n_numeral=tot["n_numeral"], errors=tot["errors"], substitutions=tot["substitutions"],
         deletions=tot["deletions"], insertions=tot["insertions"], rare_errors=tot["rare_errors"],
-        common_errors=common_errors, numeral_errors=tot["numeral_errors"], k=k)
+        common_errors=common_errors, numeral_errors=tot["numeral_errors"], k=k, insertion_rule=insertion_rule)
 
 
-def score_corpus(refs: list[str], hyps: list[str], k: float = DEFAULT_ZIPF_THRESHOLD) -> Scores:
+def score_corpus(refs: list[str], hyps: list[str], k: float = DEFAULT_ZIPF_THRESHOLD,
+                 insertion_rule: str = DEFAULT_INSERTION_RULE) -> Scores:
     """Pooled WER / rare-WER / common-WER / numeral-WER of hypotheses against references (raw text in)."""
-    return pool(align_counts(refs, hyps, k), k)
+    return pool(align_counts(refs, hyps, k, insertion_rule=insertion_rule), k, insertion_rule)
 
 
 def mean_over_datasets(scores: list[Scores]) -> dict[str, float]:

@@ -14,7 +14,8 @@ def _pct(x) -> str:
 def results_table(result: EvalResult):
     from rich.table import Table
 
-    t = Table(title=f"{result.label}  ({result.system.get('backend', '?')}, rare: Zipf < {result.k:g})")
+    t = Table(title=f"{result.label}  ({result.system.get('backend', '?')}, rare: Zipf < {result.k:g}, "
+                        f"insertions: {result.insertion_rule})")
     for col in ("dataset", "WER %", "rare-WER %", "common-WER %", "numeral-WER %", "utts", "words", "rare",
                 "numerals", "S/D/I", "RTF", "utt/s"):
         t.add_column(col, justify="left" if col == "dataset" else "right")

@@ -4,7 +4,7 @@ Layout (JSON, written atomically)::
 
     {"format": "tarq-eval-result", "version": 1, "created": ISO time,
      "system": {"label": ..., "backend": ..., "model": ..., ...backend options},
-     "normalizer": {...}, "k": 3.0,
+     "normalizer": {...}, "k": 3.0, "insertion_rule": "left",
      "datasets": [{"name", "path", "n_utts", "audio_seconds", "decode_seconds", "rtf", "utts_per_second",
                    "scores": Scores.to_dict(),
                    "utterances": [{"id", "ref", "hyp", "duration", "seconds"}, ...]}, ...],
@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .metrics import DEFAULT_ZIPF_THRESHOLD, Scores, UttCounts, align_counts, mean_over_datasets, pool
+from .metrics import DEFAULT_INSERTION_RULE, DEFAULT_ZIPF_THRESHOLD, Scores, UttCounts, align_counts, mean_over_datasets, pool
 from .normalizer import normalizer_info
 
 FORMAT = "tarq-eval-result"
@@ -38,6 +38,7 @@ class DatasetResult:
     durations: list[float | None]
     seconds: list[float | None]
     k: float = DEFAULT_ZIPF_THRESHOLD
+    insertion_rule: str = DEFAULT_INSERTION_RULE
     counts: list[UttCounts] = field(init=False)
     scores: Scores = field(init=False)
 
@@ -47,8 +48,8 @@ class DatasetResult:
             raise ValueError(f"dataset {self.name}: per-utterance lists have different lengths")
         if len(set(self.ids)) != n:
             raise ValueError(f"dataset {self.name}: utterance ids are not unique")
-        self.counts = align_counts(self.refs, self.hyps, self.k)
-        self.scores = pool(self.counts, self.k)
+        self.counts = align_counts(self.refs, self.hyps, self.k, insertion_rule=self.insertion_rule)
+        self.scores = pool(self.counts, self.k, self.insertion_rule)
 
     @property
     def audio_seconds(self) -> float | None:
@@ -75,6 +76,7 @@ class EvalResult:
     datasets: list[DatasetResult]
     k: float = DEFAULT_ZIPF_THRESHOLD
     created: str | None = None
+    insertion_rule: str = DEFAULT_INSERTION_RULE
 
     @property
     def label(self) -> str:
@@ -88,7 +90,8 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "created": self.created, "system": self.system,
-                "normalizer": normalizer_info(), "k": self.k, "datasets": [d.to_dict() for d in self.datasets],
+                "normalizer": normalizer_info(), "k": self.k,
+                "insertion_rule": self.insertion_rule, "datasets": [d.to_dict() for d in self.datasets],
                 "mean": {k: (None if math.isnan(v) else v) for k, v in self.mean().items()}}
 
 
@@ -108,9 +111,9 @@ def save_result(result: EvalResult, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_result(path: str | os.PathLike, k: float | None = None) -> EvalResult:
+def load_result(path: str | os.PathLike, k: float | None = None, insertion_rule: str | None = None) -> EvalResult:
     """Read a result JSON and re-score it from its stored references and hypotheses (with the current
-    normaliser, and ``k`` if given, else the file's)."""
+    normaliser, and ``k`` / ``insertion_rule`` if given, else the file's)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -123,6 +126,7 @@ def load_result(path: str | os.PathLike, k: float | None = None) -> EvalResult:
     if data.get("version") != VERSION:
         raise ValueError(f"{path}: result format version {data.get('version')} is not supported (want {VERSION})")
     kk = float(k if k is not None else data.get("k", DEFAULT_ZIPF_THRESHOLD))
+    rule = insertion_rule or data.get("insertion_rule", DEFAULT_INSERTION_RULE)
     datasets = []
     try:
         for d in data["datasets"]:
@@ -130,10 +134,12 @@ def load_result(path: str | os.PathLike, k: float | None = None) -> EvalResult:
             datasets.append(DatasetResult(
                 name=d["name"], path=d.get("path", ""), ids=[str(u["id"]) for u in utts],
                 refs=[u["ref"] for u in utts], hyps=[u["hyp"] for u in utts],
-                durations=[u.get("duration") for u in utts], seconds=[u.get("seconds") for u in utts], k=kk))
+                durations=[u.get("duration") for u in utts], seconds=[u.get("seconds") for u in utts], k=kk,
+                insertion_rule=rule))
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path}: malformed result file ({type(e).__name__}: {e})") from e
-    return EvalResult(system=dict(data.get("system") or {}), datasets=datasets, k=kk, created=data.get("created"))
+    return EvalResult(system=dict(data.get("system") or {}), datasets=datasets, k=kk, created=data.get("created"),
+                      insertion_rule=rule)
 
 
 def paired_counts(a: EvalResult, b: EvalResult) -> tuple[list[str], list[list[UttCounts]], list[list[UttCounts]]]:

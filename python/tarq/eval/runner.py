@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .metrics import DEFAULT_ZIPF_THRESHOLD
+from .metrics import DEFAULT_INSERTION_RULE, DEFAULT_ZIPF_THRESHOLD
 from .results import DatasetResult, EvalResult
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def decode_utterances(backend, utterances: Sequence, chunk_size: int | None = No
 
 
 def evaluate(backend, data: Sequence[str | Path], limit: int | None = None, k: float = DEFAULT_ZIPF_THRESHOLD,
-             chunk_size: int | None = None, label: str | None = None, progress: bool = True) -> EvalResult:
+             chunk_size: int | None = None, label: str | None = None, progress: bool = True,
+             insertion_rule: str = DEFAULT_INSERTION_RULE) -> EvalResult:
     """Decode every dataset in ``data`` (anything ``tarq.data.load_dataset`` accepts) and score it."""
     from tarq.data import load_dataset
 
@@ -77,12 +78,13 @@ def evaluate(backend, data: Sequence[str | Path], limit: int | None = None, k: f
             raise ValueError(f"{path}: dataset is empty")
         hyps, secs, audio_secs = decode_utterances(backend, utts, chunk_size, progress, desc=name)
         res = DatasetResult(name=name, path=str(path), ids=[u.id for u in utts], refs=[u.text for u in utts],
-                            hyps=hyps, durations=audio_secs, seconds=secs, k=k)
+                            hyps=hyps, durations=audio_secs, seconds=secs, k=k,
+                            insertion_rule=insertion_rule)
         log.info("%s: WER %.2f %% on %d utterances (%.1f s decoding)", name, 100 * res.scores.wer, len(utts),
                  res.decode_seconds or 0.0)
         results.append(res)
     system = dict(getattr(backend, "description", {"backend": getattr(backend, "name", "?")}))
     if label:
         system["label"] = label
-    return EvalResult(system=system, datasets=results, k=k,
+    return EvalResult(system=system, datasets=results, k=k, insertion_rule=insertion_rule,
                       created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

@@ -11,6 +11,7 @@ import torch
 
 from .. import _C  # noqa: F401  (ImportError here means: not built)
 from ..formats import QuantFormat
+from .reference import split_rows
 from .types import CholeskyResult, NonPDHessianError, SweepResult
 from .validate import check_hessian, check_sweep_inputs, effective_block_size, normalize_batched_inputs
 
@@ -58,7 +59,8 @@ def _sweep_cpu(Ws: list[torch.Tensor], Us: list[torch.Tensor], u_index: list[int
     return [_to_result(*t) for t in out]
 
 
-def _sweep_cuda(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int) -> SweepResult:
+def _sweep_cuda(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat,
+                block_size: int) -> tuple[SweepResult, torch.Tensor]:
     if not HAS_CUDA:
         raise RuntimeError("W is a CUDA tensor but tarq._C was built without the CUDA sweep (no nvcc at build time)")
     m, n = W.shape
@@ -75,14 +77,14 @@ def _sweep_cuda(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: 
     res = SweepResult(codes=codes, scales=scales.view(torch.float16), dequant=deq,
                       err=row_err.sum().to(torch.float32))
     _check_scales(res.scales)
-    return res
+    return res, row_err
 
 
 def gptq_sweep(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> SweepResult:
     W, U = check_sweep_inputs(W, U, fmt)
     effective_block_size(block_size, fmt.group_size)  # validates
     if W.is_cuda:
-        return _sweep_cuda(W, U, fmt, block_size)
+        return _sweep_cuda(W, U, fmt, block_size)[0]
     return _sweep_cpu([W], [U], [0], fmt, block_size)[0][0]
 
 
@@ -92,9 +94,11 @@ def gptq_sweep_batched(Ws, Us: torch.Tensor, fmt: QuantFormat, block_size: int =
     for i, W in enumerate(Ws):
         check_sweep_inputs(W, U_list[0 if shared else i], fmt)
     if Ws[0].is_cuda:
-        if shared:
-            return [_sweep_cuda(W, Us, fmt, block_size) for W in Ws]  # TODO(perf): one launch for q/k/v
-        return [_sweep_cuda(W, U, fmt, block_size) for W, U in zip(Ws, Us)]
+        if shared:  # rows are independent: one sweep over the stacked rows, then split
+            res, row_err = _sweep_cuda(torch.cat(Ws, dim=0), Us, fmt, block_size)
+            return split_rows(res, row_err, [W.shape[0] for W in Ws])
+        # independent pairs: one launch sequence per pair (a fused multi-U launch is future work)
+        return [_sweep_cuda(W, U, fmt, block_size)[0] for W, U in zip(Ws, Us)]
     u_index = [0] * len(Ws) if shared else list(range(len(Ws)))
     return [r for r, _ in _sweep_cpu(Ws, U_list, u_index, fmt, block_size)]
 

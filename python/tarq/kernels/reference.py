@@ -25,6 +25,7 @@ from .validate import (check_hessian, check_sweep_inputs, damp_schedule, effecti
                        normalize_batched_inputs)
 
 
+@torch.no_grad()
 def cholesky_inverse_upper(H: torch.Tensor, damp_frac: float = 0.01, max_tries: int = 8) -> CholeskyResult:
     """Upper Cholesky factor U of (H + λI)^-1, with GPTQ's dead-column fix and damping escalation."""
     H = check_hessian(H, damp_frac, max_tries).to(torch.float64).clone()
@@ -68,6 +69,7 @@ def quantize_column(w: torch.Tensor, d16: torch.Tensor, fmt: QuantFormat) -> tor
     return torch.floor(w * inv + 0.5).clamp_(fmt.qmin, fmt.qmax)
 
 
+@torch.no_grad()
 def gptq_sweep(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> SweepResult:
     """GPTQ column sweep of ``W`` [m, n] under the inverse factor ``U`` onto the lattice ``fmt``."""
     W, U = check_sweep_inputs(W, U, fmt)
@@ -89,25 +91,31 @@ def _sweep(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int):
     d16 = d64 = None
     for i1 in range(0, n, B):
         i2 = min(i1 + B, n)
-        for j in range(i1, i2):
+        W1 = Wt[:, i1:i2].clone()        # the lazy block, contiguous (as in GPTQ's reference code)
+        E1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            j = i1 + i
             if j % g == 0:
                 # the whole group lies in this block (B is a multiple of g), so it is fully updated
-                d16 = group_scales(Wt[:, j:j + g], fmt)
+                d16 = group_scales(W1[:, i:i + g], fmt)
                 d64 = d16.to(torch.float64)
                 scales[:, j // g] = d16
-            w = Wt[:, j]
+            w = W1[:, i]
             q = quantize_column(w, d16, fmt)
             codes[:, j] = q
-            e = (w - q * d64) / U[j, j]
-            E[:, j] = e
-            Wt[:, j + 1:i2] -= e[:, None] * U[j, j + 1:i2][None, :]
-        Wt[:, i2:] -= E[:, i1:i2] @ U[i1:i2, i2:]
+            e = (w - q * d64) / U1[i, i]
+            E1[:, i] = e
+            W1[:, i + 1:] -= e[:, None] * U1[i, i + 1:][None, :]
+        E[:, i1:i2] = E1
+        Wt[:, i2:] -= E1 @ U[i1:i2, i2:]
     dequant = (codes * scales.to(torch.float64).repeat_interleave(g, dim=1)).to(torch.float32)
     row_err = (E * E).sum(dim=1)
     return SweepResult(codes=codes.to(torch.int8), scales=scales, dequant=dequant,
                        err=row_err.sum().to(torch.float32)), row_err
 
 
+@torch.no_grad()
 def gptq_sweep_batched(Ws, Us: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> list[SweepResult]:
     """Several sweeps: one shared U (rows concatenated) or B independent (W_b, U_b) pairs."""
     Ws, Us, shared = normalize_batched_inputs(Ws, Us)
@@ -130,6 +138,7 @@ def split_rows(res: SweepResult, row_err: torch.Tensor, rows: list[int]) -> list
     return out
 
 
+@torch.no_grad()
 def quantize_rtn(W: torch.Tensor, fmt: QuantFormat) -> SweepResult:
     """Round-to-nearest onto the same lattice (= the sweep with U = I: no error feedback)."""
     W, _ = check_sweep_inputs(W, None, fmt)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..calib.stats import GroupStats
+from ..calib.stats import GroupStats  # leaf module: no cycle
 from ..formats import QuantFormat
 
 
