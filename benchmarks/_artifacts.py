@@ -63,13 +63,15 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".build.json")
 
 
-def _cached(path: Path, rebuild: bool) -> Artifact | None:
+def _cached(path: Path, rebuild: bool, rebuild_if_stale: bool = False) -> Artifact | None:
     side = _sidecar(path)
     if rebuild or not path.exists() or not side.exists():
         return None
     build = read_json(side)
     build["cached"] = True
     build["stale_code"] = build.get("code") != code_fingerprint()
+    if build["stale_code"] and rebuild_if_stale:
+        return None
     if build["stale_code"]:
         print(f"warning: {path.name} was built from other tarq sources (code {build.get('code')} vs now "
               f"{code_fingerprint()}); pass --rebuild to rebuild it", file=sys.stderr)
@@ -100,7 +102,7 @@ def baseline_bin(model: str, kind: str, rebuild: bool = False, cache: Path = CAC
     if kind not in BASELINE_KINDS:
         raise ValueError(f"unknown baseline kind {kind!r}; choose from {BASELINE_KINDS}")
     path = cache / "bins" / f"{model}-{kind}{'' if kind == 'f16' else '-rtn'}.bin"
-    hit = _cached(path, rebuild)
+    hit = _cached(path, rebuild, rebuild_if_stale=True)     # cheap (seconds): never reuse a stale one
     if hit:
         return hit
     flag = ["--f16"] if kind == "f16" else ["--rtn", kind]
@@ -128,11 +130,13 @@ def quantized_dir(model: str, method: str, fmt: str, calib: Path, n_calib: int |
                   timeout=timeout)
 
 
-def exported_bin(qdir: Path, rebuild: bool = False) -> Artifact:
-    """whisper.cpp ``.bin`` written from a quantized directory (codes and scales verbatim)."""
-    path = qdir.with_name(qdir.name + ".bin")
-    hit = _cached(path, rebuild)
-    if hit:
-        return hit
-    return _build(tarq_cli("export", str(qdir), "--to", "whisper.cpp", "--out", str(path)), path,
-                  f"export {qdir.name}")
+def exported_bin(qdir: Artifact, rebuild: bool = False) -> Artifact:
+    """whisper.cpp ``.bin`` written from a quantized directory (codes and scales verbatim). Re-exported when the
+    export code changed (seconds); stale if its directory is."""
+    path = qdir.path.with_name(qdir.path.name + ".bin")
+    art = _cached(path, rebuild, rebuild_if_stale=True) or _build(
+        tarq_cli("export", str(qdir.path), "--to", "whisper.cpp", "--out", str(path)), path,
+        f"export {qdir.path.name}")
+    art.build["stale_code"] = bool(art.build.get("stale_code") or qdir.build.get("stale_code"))
+    art.build["quantize"] = qdir.build
+    return art

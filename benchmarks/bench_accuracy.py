@@ -60,7 +60,7 @@ def build_artifacts(model: str, methods: list[str], calib: Path, args) -> dict[s
         else:
             qdir = quantized_dir(model, m, "q4_0", calib, args.n_calib, threads=args.threads, rebuild=args.rebuild,
                                  timeout=args.quant_timeout)
-            out[m] = {"bin": exported_bin(qdir.path, rebuild=args.rebuild), "dir": qdir}
+            out[m] = {"bin": exported_bin(qdir, rebuild=args.rebuild), "dir": qdir}
         print(f"[{model}] {LABEL[m]}: artifacts ready in {time.perf_counter() - t0:.1f} s "
               f"({'cached' if out[m]['bin'].build.get('cached') else 'built'})", flush=True)
     return out
@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     p.add_argument("--data-root", help="folder with the shared speech sets (default ../shared/data)")
     p.add_argument("--eval-sets", default=",".join(EVAL_SETS), help="evaluation set folder names")
-    p.add_argument("--limit", type=int, default=80, help="utterances per evaluation set (seeded subset; default 80)")
-    p.add_argument("--torch-limit", type=int, default=30, help="utterances per set for the torch pass (default 30)")
+    p.add_argument("--limit", type=int, default=60, help="utterances per evaluation set (seeded subset; default 60)")
+    p.add_argument("--torch-limit", type=int, default=24, help="utterances per set for the torch pass (default 24)")
     p.add_argument("--full", action="store_true",
                    help="decode every utterance of every set (both backends) and calibrate on all 128 utterances")
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch fake-quant pass")
@@ -336,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-timeout", type=float, default=3600, help="seconds allowed per quantization")
     p.add_argument("--rebuild", action="store_true", help="ignore cached quantized dirs / .bin files")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--build-only", action="store_true",
+                   help="only build (or find cached) the quantized dirs and .bin files, then exit")
     p.add_argument("--rescore", action="store_true",
                    help="do not decode: re-score the stored hypotheses of --out in place (scores, bootstrap, tables)")
     return p
@@ -362,6 +364,11 @@ def main(argv=None) -> int:
               f"{'all' if args.full else args.limit} utts/set in whisper.cpp, "
               f"{'no' if args.skip_torch else ('all' if args.full else args.torch_limit)} utts/set in torch, "
               f"calib {CALIB_SET} x {args.n_calib} -> {args.out}")
+        return 0
+    if args.build_only:
+        root = resolve_data_root(args.data_root)
+        for model in args.models:
+            build_artifacts(model, args.methods, root / CALIB_SET, args)
         return 0
     if args.rescore:
         ensure_tarq_importable()

@@ -120,3 +120,16 @@ def test_torch_backend_decodes_clips_over_30_s_in_pieces():
     expected = " ".join(backend.transcribe([p])[0] for p in pieces)
     short = np.zeros(16000, dtype=np.float32)
     assert backend.transcribe([short, long]) == [backend.transcribe([short])[0], expected]
+
+
+def test_silence_rule_matches_reference_and_thresholds(model):
+    x = torch.randn(12, 8, 40, generator=torch.Generator().manual_seed(3))
+    plain = greedy_decode(model, x, _opts())
+    # prob(no-speech) > 0 always holds; every avg logprob is < 0 and > -100
+    assert all(s == [] for s in greedy_decode(model, x, _opts(no_speech_id=10, no_speech_threshold=0.0,
+                                                              logprob_threshold=0.0)))
+    assert greedy_decode(model, x, _opts(no_speech_id=10, no_speech_threshold=0.0,
+                                         logprob_threshold=-100.0)) == plain
+    assert greedy_decode(model, x, _opts(no_speech_id=10, no_speech_threshold=1.0, logprob_threshold=0.0)) == plain
+    mid = _opts(no_speech_id=10, no_speech_threshold=0.0, logprob_threshold=-1.0)
+    assert greedy_decode(model, x, mid) == greedy_decode_reference(model, x, mid)

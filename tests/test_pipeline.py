@@ -103,11 +103,16 @@ def test_pipeline_quantizes_everything_incl_embedding(loaded, samples, tarq_resu
     assert not torch.equal(loaded.model.model.decoder.embed_tokens.weight, r.dequant)
 
 
-def test_speech_only_frames_option(loaded, samples):
-    cfg = CalibConfig(progress=False, encoder_frames="speech")
+def test_speech_only_frames_and_rtn_embedding_options(loaded, samples, tarq_result):
+    from tarq.methods.rtn import rtn_quantize
+
+    cfg = CalibConfig(progress=False, encoder_frames="speech", embedding="rtn")
     res = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), FMT, cfg)
     L = res.layers["model.encoder.layers.0.fc1.weight"]
     assert L["n_common"] == sum(s.n_speech_frames for s in samples) < len(samples) * 1500
+    rtn = rtn_quantize(loaded.model.get_parameter(EMB).detach(), FMT)
+    assert torch.equal(res.quantized[EMB].codes, rtn.codes)
+    assert not torch.equal(tarq_result.quantized[EMB].codes, rtn.codes)
 
 
 def test_determinism_same_seed_same_codes(loaded, samples, tarq_result):

@@ -34,6 +34,7 @@ from .stats import GroupStats, StatsAccumulator
 log = logging.getLogger(__name__)
 
 ENCODER_FRAMES = ("all", "speech")
+EMBEDDING_MODES = ("method", "rtn")
 
 
 @dataclass
@@ -45,8 +46,16 @@ class CalibConfig:
     encoder_frames: str = "all"       # "all": the 30 s padded window inference sees; "speech": frames covering audio
     threads: int = 2
     progress: bool = True
+    # The tied token embedding / output projection (docs/methods.md §5): "method" quantizes it with the chosen
+    # method on final-hidden-state statistics; "rtn" uses whisper.cpp's RTN. embed_damp (relative, like damp;
+    # None = the method's own) is larger by default because the same matrix is the decoder's input lookup,
+    # where GPTQ's error shaping toward low-variance output directions is unchecked (measured in §5).
+    embedding: str = "method"
+    embed_damp: float | None = 1.0
 
     def __post_init__(self):
+        if self.embedding not in EMBEDDING_MODES:
+            raise ValueError(f"embedding must be one of {EMBEDDING_MODES}, got {self.embedding!r}")
         if self.encoder_frames not in ENCODER_FRAMES:
             raise ValueError(f"encoder_frames must be one of {ENCODER_FRAMES}, got {self.encoder_frames!r}")
         if self.n_calib <= 0:
@@ -118,6 +127,7 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                             layers[n] = {"group": g.key, **r.info}
             return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
 
+        embed_names = set(adapter.tied_parameters().values())
         track_fp = method.needs_fp_stream
         model_q = copy.deepcopy(model)
         model_fp = model
@@ -149,7 +159,7 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                     n_positions[g.key] = stats.n_common + stats.n_tail
                     weights = {n: model_q.get_parameter(n).detach().float().clone() for n in g.weights}
                     t0 = time.perf_counter()
-                    res = method.quantize_group(weights, stats, fmt)
+                    res = _method_for(g, method, embed_names, cfg).quantize_group(weights, stats, fmt)
                     timer.add("solve", t0)
                     for n, r in res.items():
                         _check_result(n, weights[n], r, fmt)
@@ -170,6 +180,19 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
             log.debug("%s quantized (%.1f s elapsed; %s)", block.name, time.perf_counter() - t_run,
                       ", ".join(f"{k} {v:.1f}s" for k, v in timer.seconds.items()))
     return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
+
+
+def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibConfig) -> QuantMethod:
+    """The method for one group: the run's method, except for the tied output embedding when configured."""
+    if not embed_names.intersection(group.weights):
+        return method
+    from ..methods import get_method
+
+    if cfg.embedding == "rtn":
+        return get_method("rtn")
+    if cfg.embed_damp is not None:
+        return get_method(method.name, **{**asdict(method.config), "damp": cfg.embed_damp})
+    return method
 
 
 def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg, timer):

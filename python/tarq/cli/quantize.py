@@ -29,6 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--qep-alpha", type=float, default=0.5, help="QEP correction strength α")
     p.add_argument("--encoder-frames", choices=("all", "speech"), default="all",
                    help="encoder positions in the statistics: the whole 30 s window or only frames covering audio")
+    p.add_argument("--embedding", choices=("method", "rtn"), default="method",
+                   help="tied token embedding / output projection: the chosen method on final-hidden-state "
+                        "statistics (default) or whisper.cpp's RTN")
+    p.add_argument("--embed-damp", type=float, default=1.0,
+                   help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, encoder_frames=args.encoder_frames, threads=args.threads,
+                      embedding=args.embedding, embed_damp=args.embed_damp,
                       progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, fmt, utterances, args.out, cfg,
                                 calib_name=str(args.calib) if args.calib else None)

@@ -69,6 +69,17 @@ def _suppress_lists(loaded) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return suppress, begin
 
 
+def _no_speech_id(loaded) -> int | None:
+    """Id of Whisper's no-speech token (<|nospeech|> in newer vocabularies, <|nocaptions|> in older ones)."""
+    unk = getattr(loaded.tokenizer, "unk_token_id", None)
+    for tok in ("<|nospeech|>", "<|nocaptions|>"):
+        idx = loaded.tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(idx, int) and idx >= 0 and idx != unk:
+            return idx
+    log.warning("%s: no no-speech token in the vocabulary; silence detection is off", getattr(loaded, "name", "model"))
+    return None
+
+
 @register_backend("torch")
 class TorchBackend:
     """PyTorch greedy decoding of an HF Whisper model (FP or fake-quantized)."""
@@ -92,10 +103,11 @@ class TorchBackend:
         suppress, begin = _suppress_lists(model)
         self.options = DecodeOptions(prompt_ids=tuple(model.decoder_prompt_ids()), eot_id=int(model.eot_id),
                                      suppress_tokens=suppress, begin_suppress_tokens=begin,
-                                     max_new_tokens=max_new_tokens)
+                                     max_new_tokens=max_new_tokens, no_speech_id=_no_speech_id(model))
         self.description = {"backend": self.name, "model": getattr(model, "name", str(model)),
                             "batch_size": self.batch_size, "max_new_tokens": max_new_tokens,
-                            "prompt_ids": list(self.options.prompt_ids), "threads": torch.get_num_threads()}
+                            "prompt_ids": list(self.options.prompt_ids), "threads": torch.get_num_threads(),
+                            "decoder_threads": self.options.decoder_threads}
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
         from .segment import split_long
