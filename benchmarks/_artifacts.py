@@ -14,7 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import CACHE_DIR, REPO_ROOT, bench_env, check_child, read_json, run_measured, tarq_cli, utc_now, write_json
+from _common import (CACHE_DIR, REPO_ROOT, bench_env, check_child, loadavg, read_json, run_measured, tarq_cli,
+                     utc_now, write_json)
 
 BASELINE_KINDS = ("f16", "q8_0", "q4_0")   # whisper.cpp baselines: F16 and whisper.cpp-quantize RTN clones
 
@@ -86,12 +87,14 @@ def _build(cmd: list[str], path: Path, what: str, env_extra: dict | None = None,
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+    load_before = loadavg()
     res = run_measured(cmd, env=bench_env(threads=threads, **(env_extra or {})), timeout=timeout)
     check_child(res, what)
     if not path.exists():
         raise RuntimeError(f"{what}: command succeeded but did not create {path}")
     build = {"cmd": [_rel(c) for c in cmd[2:]], "env": env_extra or {}, "wall_s": round(res.wall_s, 2),
              "peak_rss_mb": round(res.peak_rss_mb, 1), "created": utc_now(), "code": code_fingerprint(),
+             "loadavg_before": load_before, "loadavg_after": loadavg(),
              "cached": False, "stale_code": False}
     write_json(_sidecar(path), build)
     return Artifact(path, build)

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         times.append(time.perf_counter() - t0)
         text = " ".join(s.text.strip() for s in segments).strip()
     print(json.dumps({
-        "system_info": _system_info() if args.gpu else None, "load_s": load_s, "transcribe_s": times, "text": text, "audio_s": audio.size / 16000.0,
+        "system_info": _system_info() if args.gpu else None, "load_s": load_s, "transcribe_s": times, "text": text,
+        "audio_s": audio.size / 16000.0,
         "rss_before_load_mb": rss_before_load, "rss_after_load_mb": rss_after_load,
         "vmhwm_mb": _proc_status_mb("VmHWM"), "vmrss_mb": _proc_status_mb("VmRSS"),
     }))

@@ -5,8 +5,9 @@ language en). WER and rare-WER (reference words with Zipf < 3) are pooled per ev
 CIs compare every method with GPTQ and with whisper.cpp's own RTN quantizer (our bit-exact clone of
 ``quantize``). The same quantized directories are also decoded as PyTorch fake-quant models on a nested subset.
 
-Defaults fit a 2-core machine in ~30 min: tiny.en only, 32 calibration utterances, a seeded subset of each
-evaluation set (``--limit``), the torch pass on a smaller nested subset. ``--full`` decodes every utterance; ``--models tiny.en,base``
+Defaults fit a 2-core machine in ~30 min: tiny.en only, a seeded subset of each evaluation set (``--limit``),
+the torch pass on a smaller nested subset; calibration uses all 128 utterances of austen-tts-calib. ``--full``
+decodes every utterance; ``--models tiny.en,base``
 adds base. Quantized directories and ``.bin`` files are cached in ``benchmarks/.cache`` (keyed by model, method
 and configuration), so a re-run only decodes again. Per-utterance hypotheses are saved so results can be
 re-scored (``tarq.eval.load_result`` reads each system's block).
@@ -265,6 +266,7 @@ def render_markdown(result: dict) -> str:
             parts.append(f"Quantization cost, {model} ({cfg['n_calib']} calibration utterances; `tarq quantize` "
                          "process wall time): " + "; ".join(
                              f"{TORCH_LABEL.get(m, m)} {b['wall_s']:.0f} s, peak RSS {b['peak_rss_mb']:.0f} MB"
+                             + (f" (load {b['loadavg_before'][0]:.1f})" if b.get("loadavg_before") else "")
                              + (" (**built from older sources**)" if b.get("stale_code") else "")
                              for m, b in q.items()))
     stale = sorted({e["artifact"]["path"] for mres in result["models"].values()
@@ -324,11 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=60, help="utterances per evaluation set (seeded subset; default 60)")
     p.add_argument("--torch-limit", type=int, default=24, help="utterances per set for the torch pass (default 24)")
     p.add_argument("--full", action="store_true",
-                   help="decode every utterance of every set (both backends) and calibrate on all 128 utterances")
+                   help="decode every utterance of every set (both backends)")
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch fake-quant pass")
-    p.add_argument("--n-calib", type=int, default=None,
-                   help="calibration utterances (default 32, seeded subset chosen by tarq quantize; --full: 128, "
-                        "the paper's budget and the whole calibration set)")
+    p.add_argument("--n-calib", type=int, default=128,
+                   help="calibration utterances (default 128: the paper's budget and the whole calibration set; "
+                        "fewer: a seeded subset chosen by tarq quantize)")
     p.add_argument("--seed", type=int, default=0, help="subset and bootstrap seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch-batch", type=int, default=8)
@@ -351,9 +353,6 @@ def parse_args(argv=None):
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method(s) {bad}; choose from {','.join(METHODS)}")
-    if args.n_calib is None:
-        # 128 utterances cost ~10 min of calibration per method for tiny.en on 2 cores: too much for the default run
-        args.n_calib = 128 if args.full else 32
     return args
 
 

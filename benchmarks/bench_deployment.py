@@ -18,9 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _artifacts import baseline_bin  # noqa: E402
-from _common import (BENCH_DIR, CACHE_DIR, RESULTS_DIR, cuda_available, skipped_no_cuda, PAPER_CPU_ROWS, PAPER_CPU_SOURCE, RunMeta, add_common_args,  # noqa: E402
-                     bench_env, ensure_tarq_importable, fmt_num, last_json_line, markdown_table, median,
-                     pyplot, read_json, resolve_data_root, run_measured, save_plot, write_json)
+from _common import (BENCH_DIR, CACHE_DIR, PAPER_CPU_ROWS, PAPER_CPU_SOURCE, RESULTS_DIR, RunMeta,  # noqa: E402
+                     add_common_args, bench_env, cuda_available, ensure_tarq_importable, fmt_num, last_json_line,
+                     markdown_table, median, pyplot, read_json, resolve_data_root, run_measured, save_plot,
+                     skipped_no_cuda, write_json)
 
 WORKER = BENCH_DIR / "_whispercpp_worker.py"
 SR = 16000
@@ -181,7 +182,8 @@ def render_markdown(result: dict) -> str:
         return f"_{result['skipped']}_"
     cells = result["cells"]
     rows = []
-    for c in sorted(cells, key=lambda c: (c["model"], c["audio_s"], c["threads"], list(VARIANT_LABEL).index(c["variant"]))):
+    order = list(VARIANT_LABEL)
+    for c in sorted(cells, key=lambda c: (c["model"], c["audio_s"], c["threads"], order.index(c["variant"]))):
         rows.append([c["model"], f"{c['audio_s']:g} s", c["threads"], c["label"], fmt_num(c["file_mb"], 1),
                      fmt_num(c["load_s"], 3), fmt_num(c["first_call_s"], 3), fmt_num(c["warm_call_s"], 3),
                      fmt_num(c["rtf"], 3), fmt_num(c["peak_rss_mb"], 0), fmt_num(c["net_rss_mb"], 0),

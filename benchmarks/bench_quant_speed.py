@@ -150,7 +150,8 @@ def run(args) -> dict:
     return {"meta": meta.finish(),
             "config": {"models": args.models, "methods": args.methods, "backends": args.backends,
                        "n_calib": args.n_calib, "reference_models": args.reference_models,
-                       "reference_methods": args.reference_methods, "threads": args.threads, "repeats": args.repeats, "format": "q4_0",
+                       "reference_methods": args.reference_methods, "threads": args.threads, "repeats": args.repeats,
+                       "format": "q4_0",
                        "calib": CALIB_SET, "device": device or "cpu"},
             "runs": runs}
 
@@ -169,7 +170,8 @@ def render_markdown(result: dict) -> str:
         rows.append([r["model"], r["method"], r["n_calib"],
                      r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
                                      r["kernels_backend"] != r["backend"] else ""),
-                     fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1), fmt_num(r["statistics"], 1),
+                     fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
+                     fmt_num(r["statistics"], 1),
                      fmt_num(r["solve"], 2), fmt_num(r["other"], 1), fmt_num(r.get("outside_s"), 1), speed,
                      wall_speed,
                      fmt_num(r["peak_rss_mb"], 0),
@@ -263,7 +265,8 @@ def main(argv=None) -> int:
     if args.dry_run:
         print(f"quant_speed{' (gpu)' if args.gpu else ''}: models {args.models}, methods {args.methods}, "
               f"solvers {args.backends} (reference solver for models {args.reference_models}, methods "
-              f"{args.reference_methods}), calibration utterances {args.n_calib}, {args.repeats} repeat(s) -> {args.out}")
+              f"{args.reference_methods}), calibration utterances {args.n_calib}, {args.repeats} repeat(s) "
+              f"-> {args.out}")
         return 0
     if args.gpu and not cuda_available():
         write_json(args.out, skipped_no_cuda("quant_speed_gpu"))
