@@ -39,6 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--runtime-fallback", action="store_true",
+                   help="whisper.cpp backend: keep the runtime's temperature fallback (its out-of-the-box policy); "
+                        "default is pure greedy, the same policy as the torch backend")
     p.set_defaults(func=run)
 
 
@@ -61,6 +64,8 @@ def _decode(args):
     opts = {"threads": args.threads}
     if name == "torch":
         opts.update(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    elif name == "whisper.cpp":
+        opts.update(temperature_fallback=args.runtime_fallback)
     backend = get_backend(name, args.model, **opts)
     k = DEFAULT_ZIPF_THRESHOLD if args.zipf is None else args.zipf
     return evaluate(backend, args.data, limit=args.limit, k=k, label=args.label or Path(args.model).name,

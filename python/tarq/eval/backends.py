@@ -163,20 +163,26 @@ def _existing_file(path, what: str):
 
 @register_backend("whisper.cpp")
 class WhisperCppBackend:
-    """whisper.cpp (pywhispercpp) on an exported legacy ggml ``.bin``; greedy, no timestamps."""
+    """whisper.cpp (pywhispercpp) on an exported legacy ggml ``.bin``; greedy, no timestamps.
+
+    By default the runtime's temperature fallback is off, so whisper.cpp decodes with the same greedy
+    policy as the PyTorch backend and a difference between the two measures the weights, not the
+    decoding policy; ``temperature_fallback=True`` gives whisper.cpp's out-of-the-box behaviour."""
 
     name = "whisper.cpp"
     batch_size = 64   # clips per transcribe() call: the runtime loads the model once per call
 
-    def __init__(self, model, threads: int = 2, language: str = "en", **_ignored):
+    def __init__(self, model, threads: int = 2, language: str = "en", temperature_fallback: bool = False,
+                 **_ignored):
         self.path = _existing_file(model, "whisper.cpp model (.bin)")
-        self.threads, self.language = threads, language
-        self.description = {"backend": self.name, "model": str(self.path), "threads": threads, "language": language}
+        self.threads, self.language, self.temperature_fallback = threads, language, temperature_fallback
+        self.description = {"backend": self.name, "model": str(self.path), "threads": threads, "language": language,
+                            "temperature_fallback": temperature_fallback}
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
         return [t.strip() for t in _runtimes().transcribe_whisper_cpp(
             str(self.path), [np.asarray(a, dtype=np.float32) for a in audios], n_threads=self.threads,
-            language=self.language)]
+            language=self.language, temperature_fallback=self.temperature_fallback)]
 
 
 @register_backend("crispasr")

@@ -2,8 +2,10 @@
 
 Both functions load the model once per call, decode each 16 kHz float32 array greedily without
 timestamps, and return one string per input (segments joined, whitespace-trimmed). Decoding options
-are whisper.cpp's defaults otherwise (temperature fallback on, suppress_blank on, non-speech-token
-suppression off), so results match what ``whisper-cli -nt`` gives.
+are whisper.cpp's defaults (temperature fallback on, suppress_blank on, non-speech-token suppression
+off), so results match what ``whisper-cli -nt`` gives; ``temperature_fallback=False`` turns the
+fallback off (temperature_inc = 0), i.e. pure greedy decoding like tarq's PyTorch decoder, for
+comparisons of weights rather than of decoding policies.
 """
 from __future__ import annotations
 
@@ -65,15 +67,16 @@ def _join(texts) -> str:
 
 
 def transcribe_whisper_cpp(bin_path: str | os.PathLike, audios: Sequence[np.ndarray], n_threads: int = 2,
-                           language: str = "en") -> list[str]:
+                           language: str = "en", temperature_fallback: bool = True) -> list[str]:
     """Transcribe with whisper.cpp 1.8.5 as bundled in pywhispercpp."""
     from pywhispercpp.model import Model
 
     path, arrays = _check(bin_path, audios)
+    extra = {} if temperature_fallback else {"temperature_inc": 0.0}
     with _native_stdout_to_stderr():
         model = Model(path, n_threads=int(n_threads), language=language, no_timestamps=True,
                       print_progress=False, print_realtime=False, print_timestamps=False,
-                      redirect_whispercpp_logs_to=None)
+                      redirect_whispercpp_logs_to=None, **extra)
         try:
             return [_join(s.text for s in model.transcribe(a)) for a in arrays]
         finally:
