@@ -36,6 +36,7 @@ def config_key(**config) -> str:
 # from different sources is used (so a re-run stays cheap) but flagged ``stale_code`` in the build record and the
 # results, and a warning is printed: re-run with --rebuild before publishing numbers.
 _ARTIFACT_SOURCES = ("calib", "methods", "kernels", "models", "export", "data", "formats.py", "qmodel.py")
+_NOT_ARTIFACT_SOURCES = ("runtimes.py",)   # export/runtimes.py runs the .bin files, it does not write them
 
 
 def code_fingerprint() -> str:
@@ -46,7 +47,7 @@ def code_fingerprint() -> str:
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
         files += sorted(p.glob("*.so")) if p.is_dir() else []
         for f in files:
-            if f.is_file():
+            if f.is_file() and f.name not in _NOT_ARTIFACT_SOURCES:
                 h.update(str(f.relative_to(root)).encode())
                 h.update(f.read_bytes())
     for so in sorted(root.glob("_C*.so")):

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _artifacts import Artifact, baseline_bin, exported_bin, quantized_dir  # noqa: E402
-from _common import (RunMeta, add_common_args, ensure_tarq_importable, fmt_num, markdown_table,  # noqa: E402
+from _artifacts import Artifact, baseline_bin, config_key, exported_bin, quantized_dir  # noqa: E402
+from _common import (CACHE_DIR, RunMeta, add_common_args, ensure_tarq_importable, fmt_num, markdown_table,  # noqa: E402
                      pyplot, read_json, resolve_data_root, save_plot, subset, write_json)
 
 METHODS = ("fp16", "rtn", "gptq", "rarebal", "tarq", "qep")
@@ -68,6 +68,20 @@ def build_artifacts(model: str, methods: list[str], calib: Path, args) -> dict[s
 
 
 # ----------------------------------------------------------------------------------------------- decoding
+
+def decode_cached(key: dict, decode, reuse: bool):
+    """``decode()`` -> EvalResult, stored under .cache/decodes by ``key`` (artifact, backend, subset, threads).
+    With ``reuse`` a stored result is loaded instead of decoding again (``--reuse-decodes``: resume a run)."""
+    from tarq.eval import load_result, save_result
+
+    path = CACHE_DIR / "decodes" / f"{key['model']}-{key['method']}-{key['backend']}-{config_key(**key)}.json"
+    if reuse and path.exists():
+        print(f"  reusing decoded hypotheses {path.name}", flush=True)
+        return load_result(path)
+    res = decode()
+    save_result(res, path)
+    return res
+
 
 def decode_system(backend, label: str, sets: dict[str, list], progress: bool):
     """EvalResult of ``backend`` on the selected utterances of each set (tarq.eval scoring)."""
@@ -161,18 +175,27 @@ def run(args) -> dict:
         for m in args.methods:
             t0 = time.perf_counter()
             be = get_backend("whisper.cpp", str(arts[m]["bin"].path), threads=args.threads, language="en")
-            evals["whisper.cpp"][m] = decode_system(be, LABEL[m], sets, progress)
+            key = {"model": model, "method": m, "backend": "whisper.cpp", "artifact": arts[m]["bin"].path.name,
+                   "built": arts[m]["bin"].build.get("created"), "threads": args.threads,
+                   "decoding": {k: v for k, v in be.description.items() if k != "model"},
+                   "ids": {n: [u.id for u in us] for n, us in sets.items()}}
+            evals["whisper.cpp"][m] = decode_cached(key, lambda: decode_system(be, LABEL[m], sets, progress),
+                                                    args.reuse_decodes)
             print(f"[{model}] whisper.cpp / {LABEL[m]}: " + _brief(evals["whisper.cpp"][m]) +
                   f" ({time.perf_counter() - t0:.0f} s)", flush=True)
         if not args.skip_torch:
             for m in args.methods:
                 t0 = time.perf_counter()
                 spec = model if m == "fp16" else str(arts[m]["dir"].path)
-                be = get_backend("torch", spec, threads=args.threads, batch_size=args.torch_batch)
-                evals["torch"][m] = decode_system(be, TORCH_LABEL[m], torch_sets, progress)
+                key = {"model": model, "method": m, "backend": "torch", "artifact": Path(spec).name,
+                       "built": arts[m]["dir"].build.get("created") if arts[m]["dir"] else None,
+                       "batch": args.torch_batch, "ids": {n: [u.id for u in us] for n, us in torch_sets.items()}}
+                evals["torch"][m] = decode_cached(
+                    key, lambda: decode_system(get_backend("torch", spec, threads=args.threads,
+                                                           batch_size=args.torch_batch),
+                                               TORCH_LABEL[m], torch_sets, progress), args.reuse_decodes)
                 print(f"[{model}] torch / {TORCH_LABEL[m]}: " + _brief(evals["torch"][m]) +
                       f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-                del be
         for backend, per in evals.items():
             for m, res in per.items():
                 entry = {"method": m, "label": res.label, "result": res.to_dict(), "comparisons": {}}
@@ -338,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-timeout", type=float, default=3600, help="seconds allowed per quantization")
     p.add_argument("--rebuild", action="store_true", help="ignore cached quantized dirs / .bin files")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--reuse-decodes", action="store_true",
+                   help="reuse hypotheses decoded by an earlier run for the same artifact, subset and threads "
+                        "(resume an interrupted run; they are always saved under benchmarks/.cache/decodes)")
     p.add_argument("--build-only", action="store_true",
                    help="only build (or find cached) the quantized dirs and .bin files, then exit")
     p.add_argument("--rescore", action="store_true",

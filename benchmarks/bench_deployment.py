@@ -136,7 +136,12 @@ def run(args) -> dict:
                         print(f"[rep {rep + 1}/{args.repeats}] {m} {s:g}s {t}t {VARIANT_LABEL[var]}: load "
                               f"{r['load_s']:.3f}s, calls {', '.join(f'{x:.3f}' for x in r['transcribe_s'])}s, "
                               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        # keep what is measured so far: an interrupted run still leaves its finished repeats behind
+        write_json(args.out, {**document(meta, args, clips, files, rss_floor, raw), "partial": True})
+    return document(meta, args, clips, files, rss_floor, raw)
 
+
+def document(meta: RunMeta, args, clips: dict, files: dict, rss_floor: float, raw: dict) -> dict:
     cells = []
     for (m, s, t, var), runs in raw.items():
         cell = {"model": m, "audio_s": s, "threads": t, "variant": var, "label": VARIANT_LABEL[var],
@@ -160,7 +165,7 @@ def run(args) -> dict:
         "config": {"models": args.models, "seconds": args.seconds, "threads": args.threads, "repeats": args.repeats,
                    "calls_per_process": args.calls, "device": "cuda (whisper.cpp use_gpu)" if args.gpu else "cpu",
                    "clip_sets": list(CLIP_SETS), "gap_s": GAP_S,
-                   "decoding": "greedy, language en, no timestamps, no context (pywhispercpp)"},
+                   "decoding": "greedy, no temperature fallback, language en, no timestamps (pywhispercpp)"},
         "clips": {f"{s:g}": info for s, (_, info) in clips.items()},
         "files": {m: {v: {"file": Path(i["path"]).name, "mb": round(i["bytes"] / 2**20, 2), "build": i["build"]}
                       for v, i in vs.items()} for m, vs in files.items()},
@@ -208,7 +213,8 @@ def render_markdown(result: dict) -> str:
             f"processes per cell, medians; RSS floor (interpreter + pywhispercpp, no model) "
             f"{result['rss_floor_mb']:.0f} MB. Paper anchor: {result['paper_anchor']['source']} "
             "(EPYC 7V12 at 4 threads; tiny 11 s: F16 0.77 s vs INT4 0.45 s; RSS 173 → 121 MB).")
-    return t1 + "\n\n" + t2 + "\n\n" + note
+    partial = "**Partial run** (interrupted; finished repeats only).\n\n" if result.get("partial") else ""
+    return partial + t1 + "\n\n" + t2 + "\n\n" + note
 
 
 def plot(result: dict, path: Path) -> Path:

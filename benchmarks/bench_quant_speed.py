@@ -145,8 +145,14 @@ def run(args) -> dict:
                     })
                 for d in dirs.values():
                     shutil.rmtree(d, ignore_errors=True)
+                # keep what is measured so far: an interrupted run still leaves its finished rows behind
+                write_json(args.out, {**document(meta, args, device, runs), "partial": True})
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+    return document(meta, args, device, runs)
+
+
+def document(meta: RunMeta, args, device: str | None, runs: list[dict]) -> dict:
     return {"meta": meta.finish(),
             "config": {"models": args.models, "methods": args.methods, "backends": args.backends,
                        "n_calib": args.n_calib, "reference_models": args.reference_models,
@@ -178,7 +184,8 @@ def render_markdown(result: dict) -> str:
                      fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else ""])
     m = result["meta"]
     cfg = result["config"]
-    return (markdown_table(["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s",
+    return (("**Partial run** (interrupted; finished rows only).\n\n" if result.get("partial") else "") +
+            markdown_table(["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s",
                             "statistics s", "solve s", "other s", "load/save s", "solve speedup", "wall speedup",
                             "peak RSS MB", "codes equal (native vs ref)"], rows, "llrlrrrrrrrrrrr") +
             f"\n\nDevice {cfg['device']}, {cfg['threads']} threads, median of {cfg['repeats']} run(s) per row; "

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,21 +95,35 @@ def test_runtime_transcribes_exported_tiny_en(bins, prompts, runtime, kind, max_
     assert wer <= max_wer, f"{runtime} {kind}: WER {wer:.3f}\nrefs={refs}\nhyps={hyps}"
 
 
+CALIB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "austen-tts-calib"
+
+
 @pytest.mark.slow
 def test_whisper_cpp_wer_matches_torch_fake_quant(tmp_path, tiny_en):
-    """whisper.cpp on the export of a quantized directory vs PyTorch on the same directory (~30 prompts).
+    """whisper.cpp on the export of a TARQ Q4_0 directory vs PyTorch fake-quant on the same directory.
 
-    The directory is the RTN baseline for now; the lead switches the fixture to a TARQ directory.
+    Both decode greedily (whisper.cpp without temperature fallback), so the difference measures how the
+    runtime computes with the exported codes, not a decoding policy. The directory comes from a real TARQ
+    calibration of tiny.en (32 utterances, speech frames only, to keep the test to a few minutes).
     """
+    if not (CALIB / "manifest.jsonl").is_file():
+        pytest.skip(f"calibration data not found at {CALIB}")
+    from tarq.calib.driver import quantize_loaded_model
+    from tarq.calib.pipeline import CalibConfig
+    from tarq.data import load_dataset
     from tarq.eval import get_backend
     from tarq.export.runtimes import transcribe_whisper_cpp
-    from tarq.export.whisper_export import export_whisper_cpp, save_rtn_quantized_dir
+    from tarq.export.whisper_export import export_whisper_cpp
+    from tarq.formats import get_format
+    from tarq.methods import get_method
     from tarq.models import load_model
 
-    qdir = save_rtn_quantized_dir(tiny_en, tmp_path / "q4_0-dir", "q4_0")
-    binf = export_whisper_cpp(qdir, tmp_path / "q4_0.bin")
+    cfg = CalibConfig(n_calib=32, encoder_frames="speech", progress=False)
+    qdir = quantize_loaded_model(tiny_en, get_method("tarq"), get_format("q4_0"), load_dataset(CALIB),
+                                 tmp_path / "tarq-q4_0", cfg)
+    binf = export_whisper_cpp(qdir, tmp_path / "tarq-q4_0.bin")
     audios, refs = asterisk_prompts(30, skip=20)
-    wer_cpp = _wer(refs, transcribe_whisper_cpp(binf, audios, n_threads=2))
+    wer_cpp = _wer(refs, transcribe_whisper_cpp(binf, audios, n_threads=2, temperature_fallback=False))
     wer_torch = _wer(refs, get_backend("torch", load_model(qdir)).transcribe(audios))
-    print(f"WER whisper.cpp {wer_cpp:.4f}  torch fake-quant {wer_torch:.4f}")
+    print(f"TARQ Q4_0: WER whisper.cpp {wer_cpp:.4f}  torch fake-quant {wer_torch:.4f}")
     assert abs(wer_cpp - wer_torch) <= 0.01 + 1e-9, (wer_cpp, wer_torch)
