@@ -257,7 +257,8 @@ def render_markdown(result: dict) -> str:
             if not systems:
                 continue
             sets = [d["name"] for d in next(iter(systems.values()))["result"]["datasets"]]
-            n = {d["name"]: d["n_utts"] for d in next(iter(systems.values()))["result"]["datasets"]}
+            n = {d["name"]: f"{d['n_utts']} utts, {d['scores']['n_words']} words of which {d['scores']['n_rare']} rare"
+                 for d in next(iter(systems.values()))["result"]["datasets"]}
             head = ["method"] + [f"{s} {k}" for s in sets for k in ("WER %", "rare-WER %")] + ["mean WER %",
                                                                                                "mean rare-WER %"]
             rows = []
@@ -265,7 +266,7 @@ def render_markdown(result: dict) -> str:
                 ds = {d["name"]: d["scores"] for d in e["result"]["datasets"]}
                 rows.append([e["label"]] + [_pct(ds[s][k]) for s in sets for k in ("wer", "rare_wer")] +
                             [_pct(e["result"]["mean"]["wer"]), _pct(e["result"]["mean"]["rare_wer"])])
-            title = (f"**{model}, {backend}** (Q4_0; " + ", ".join(f"{s}: {n[s]} utts" for s in sets) + ")")
+            title = (f"**{model}, {backend}** (Q4_0; " + "; ".join(f"{s}: {n[s]}" for s in sets) + ")")
             parts.append(title + "\n\n" + markdown_table(head, rows))
             crow = []
             for ref in REFERENCES:             # grouped by reference: all "vs GPTQ" rows, then all "vs RTN"

@@ -129,7 +129,8 @@ def _bootstrap(diff, lo, hi):
 def test_accuracy_render_and_verdicts():
     def system(label, wer, comps):
         return {"label": label, "comparisons": comps, "result": {
-            "datasets": [{"name": "setA", "n_utts": 3, "scores": {"wer": wer, "rare_wer": 2 * wer}}],
+            "datasets": [{"name": "setA", "n_utts": 3,
+                          "scores": {"wer": wer, "rare_wer": 2 * wer, "n_words": 20, "n_rare": 2}}],
             "mean": {"wer": wer, "rare_wer": 2 * wer}}}
 
     comp = {m: {"setA": _bootstrap(-0.02, -0.03, -0.01), "mean": _bootstrap(-0.02, -0.03, -0.01)}
