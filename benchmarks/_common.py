@@ -366,3 +366,14 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str) -> None:
 def skipped_no_cuda(benchmark: str, reason: str = "skipped: no CUDA device") -> dict:
     meta = RunMeta.start(benchmark)
     return {"meta": meta.finish(), "skipped": reason}
+
+
+def save_and_report(out: Path, result: dict | None, plot, render_markdown) -> None:
+    """Write ``result`` (None: keep the file as it is), then plot and print what was saved, exactly as
+    summarize.py will render it."""
+    if result is not None:
+        write_json(out, result)
+    saved = read_json(out)
+    plot(saved, out.with_suffix(".png"))
+    print(render_markdown(saved))
+

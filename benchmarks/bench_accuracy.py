@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _artifacts import Artifact, baseline_bin, config_key, exported_bin, quantized_dir  # noqa: E402
-from _common import (CACHE_DIR, RunMeta, add_common_args, ensure_tarq_importable, fmt_num, markdown_table,  # noqa: E402
-                     pyplot, read_json, resolve_data_root, save_plot, subset, write_json)
+from _common import (save_and_report, CACHE_DIR, RunMeta, add_common_args, ensure_tarq_importable, fmt_num, markdown_table,  # noqa: E402
+                     pyplot, read_json, resolve_data_root, save_plot, subset)
 
 METHODS = ("fp16", "rtn", "gptq", "rarebal", "tarq", "qep")
 CALIBRATED = ("gptq", "rarebal", "tarq", "qep")
@@ -398,12 +398,10 @@ def main(argv=None) -> int:
         return 0
     if args.rescore:
         ensure_tarq_importable()
-        write_json(args.out, rescore(read_json(args.out), args.n_boot, args.seed))
+        result = rescore(read_json(args.out), args.n_boot, args.seed)
     else:
-        write_json(args.out, run(args))
-    result = read_json(args.out)      # render what was saved, exactly as summarize.py will
-    plot(result, args.out.with_suffix(".png"))
-    print(render_markdown(result))
+        result = run(args)
+    save_and_report(args.out, result, plot, render_markdown)
     return 0
 
 

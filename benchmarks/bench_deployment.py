@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _artifacts import baseline_bin  # noqa: E402
-from _common import (BENCH_DIR, CACHE_DIR, PAPER_CPU_ROWS, PAPER_CPU_SOURCE, RESULTS_DIR, RunMeta,  # noqa: E402
+from _common import (save_and_report, BENCH_DIR, CACHE_DIR, PAPER_CPU_ROWS, PAPER_CPU_SOURCE, RESULTS_DIR, RunMeta,  # noqa: E402
                      add_common_args, bench_env, cuda_available, ensure_tarq_importable, fmt_num, last_json_line,
                      markdown_table, median, pyplot, read_json, resolve_data_root, run_measured, save_plot,
                      skipped_no_cuda, write_json)
@@ -282,10 +282,7 @@ def main(argv=None) -> int:
         write_json(args.out, skipped_no_cuda("deployment_gpu"))
         print("skipped: no CUDA device")
         return 0
-    write_json(args.out, run(args))
-    result = read_json(args.out)      # render what was saved, exactly as summarize.py will
-    plot(result, args.out.with_suffix(".png"))
-    print(render_markdown(result))
+    save_and_report(args.out, run(args), plot, render_markdown)
     return 0
 
 

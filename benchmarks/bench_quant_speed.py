@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (RESULTS_DIR, RunMeta, add_common_args, bench_env, check_child, cuda_available,  # noqa: E402
+from _common import (save_and_report, RESULTS_DIR, RunMeta, add_common_args, bench_env, check_child, cuda_available,  # noqa: E402
                      ensure_tarq_importable, fmt_num, markdown_table, median, pyplot, read_json, resolve_data_root,
                      run_measured, save_plot, skipped_no_cuda, tarq_cli, write_json)
 
@@ -284,10 +284,7 @@ def main(argv=None) -> int:
         write_json(args.out, skipped_no_cuda("quant_speed_gpu", reason))
         print(reason)
         return 0
-    write_json(args.out, run(args))
-    result = read_json(args.out)      # render what was saved, exactly as summarize.py will
-    plot(result, args.out.with_suffix(".png"))
-    print(render_markdown(result))
+    save_and_report(args.out, run(args), plot, render_markdown)
     return 0
 
 
