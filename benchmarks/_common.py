@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import dataclasses
 import json
 import math
@@ -47,10 +48,10 @@ PAPER_CPU_SOURCE = ("TARQ paper (arXiv 2605.27808) appendix G.2 table 10: whispe
 # ----------------------------------------------------------------------------------------------- environment
 
 def bench_env(threads: int | None = None, **extra: str) -> dict[str, str]:
-    """Environment for a child process: the in-tree package on PYTHONPATH and ggml's assert hook disabled
+    """Environment for a child process: the tarq this process imports on PYTHONPATH and ggml's assert hook disabled
     (GGML_NO_BACKTRACE: a failing ggml assert must abort, not wait for a debugger)."""
     env = dict(os.environ)
-    paths = [str(PYTHON_SRC)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    paths = [str(tarq_import_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["GGML_NO_BACKTRACE"] = "1"
     if threads is not None:
@@ -60,9 +61,16 @@ def bench_env(threads: int | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+def tarq_import_root() -> Path:
+    """Where ``import tarq`` resolves: an installed package (with its built extension) wins; the source tree
+    ``python/`` is the fallback for an uninstalled clone."""
+    spec = importlib.util.find_spec("tarq")
+    return Path(spec.origin).resolve().parent.parent if spec and spec.origin else PYTHON_SRC
+
+
 def ensure_tarq_importable() -> None:
-    """Let ``import tarq`` work from a fresh clone without installing (benchmarks run from the source tree)."""
-    if str(PYTHON_SRC) not in sys.path:
+    """Let ``import tarq`` work from a fresh clone without installing; an installed tarq is left in charge."""
+    if importlib.util.find_spec("tarq") is None and str(PYTHON_SRC) not in sys.path:
         sys.path.insert(0, str(PYTHON_SRC))
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
 

@@ -275,7 +275,10 @@ def test_generic_isa_matches_dispatched(tmp_path):
         "g=torch.Generator().manual_seed(1); X=torch.randn(400,192,generator=g); H=X.T@X;"
         "U=ref.cholesky_inverse_upper(H).U; W=torch.randn(64,192,generator=g);"
         "torch.save(native.gptq_sweep(W,U,get_format('q4_0')).codes, sys.argv[1])")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    import tarq
+    # the child must import the same tarq (and extension) as this process, whatever else is on sys.path
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tarq.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *sys.path]))
     outs = []
     for isa in ("generic", "auto"):
         path = tmp_path / f"{isa}.pt"
