@@ -79,7 +79,7 @@ def run(args) -> int:
         if args.force or not rtn.exists():
             call("export", args.model, "--rtn", fmt, "--out", rtn)
         systems += [("whisper.cpp F16", f16), (f"whisper.cpp quantize {fmt} (RTN)", rtn)]
-    systems.append((f"tarq {args.method} {fmt}", ours))
+    systems.append((f"tarq {args.method.upper()} {fmt}", ours))
 
     _step(f"3. transcribe {data} in whisper.cpp and score")
     results = {}
