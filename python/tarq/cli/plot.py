@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from .._atomic import atomic_path
 
 METRIC_LABELS = {"wer": "WER", "rare_wer": "rare-WER", "common_wer": "common-WER", "numeral_wer": "numeral-WER"}
 
@@ -55,15 +55,9 @@ def draw(labels: list[str], values: list[list[float]], metrics: list[str], out: 
         ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix or ".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=150)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(out, suffix=out.suffix or ".png") as tmp:   # savefig picks the format from the suffix
+            fig.savefig(tmp, dpi=150)
     finally:
         plt.close(fig)
     return out

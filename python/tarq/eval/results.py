@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._atomic import atomic_write
 from .metrics import DEFAULT_INSERTION_RULE, DEFAULT_ZIPF_THRESHOLD, Scores, UttCounts, align_counts, mean_over_datasets, pool
 from .normalizer import normalizer_info
 
@@ -98,16 +98,9 @@ class EvalResult:
 def save_result(result: EvalResult, path: str | os.PathLike) -> Path:
     """Write result JSON to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(result.to_dict(), f, indent=1, ensure_ascii=False)
+        f.write("\n")
     return path
 
 

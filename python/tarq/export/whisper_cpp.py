@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import whisper_names as names
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 from .ggml_blocks import F16, F32, GGML_TYPES_BY_FTYPE, GGML_TYPES_BY_ID, GgmlType, get_type
 from .ggml_tensor import GgmlTensor
 

@@ -32,6 +32,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 SUPPORTED_BINARY_VERSIONS = (5, 6)
@@ -324,7 +326,6 @@ def write_ct2_model(path: str | os.PathLike, variables: dict[str, np.ndarray], a
                     *, spec: str = "WhisperSpec", revision: int = 3, version: int = 6) -> Path:
     """Write a CTranslate2 ``model.bin`` (the layout documented at the top). Used for round-trip tests and
     for building small synthetic models; atomic (temp file + rename)."""
-    import tempfile
 
     path = Path(path)
 
@@ -332,22 +333,16 @@ def write_ct2_model(path: str | os.PathLike, variables: dict[str, np.ndarray], a
         raw = text.encode("utf-8") + b"\0"
         return struct.pack("<H", len(raw)) + raw
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<I", version) + s(spec) + struct.pack("<II", revision, len(variables)))
-            for name in sorted(variables):
-                a = np.require(variables[name], requirements="C")  # (ascontiguousarray makes scalars 1-d)
-                if a.dtype not in _DTYPE_IDS:
-                    raise ValueError(f"{path}: cannot write {name} with dtype {a.dtype}")
-                f.write(s(name) + struct.pack("<B", a.ndim) + struct.pack(f"<{a.ndim}I", *a.shape)
-                        + struct.pack("<BI", _DTYPE_IDS[a.dtype], a.nbytes) + a.tobytes())
-            aliases = aliases or {}
-            f.write(struct.pack("<I", len(aliases)))
-            for alias, target in sorted(aliases.items()):
-                f.write(s(alias) + s(target))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(struct.pack("<I", version) + s(spec) + struct.pack("<II", revision, len(variables)))
+        for name in sorted(variables):
+            a = np.require(variables[name], requirements="C")  # (ascontiguousarray makes scalars 1-d)
+            if a.dtype not in _DTYPE_IDS:
+                raise ValueError(f"{path}: cannot write {name} with dtype {a.dtype}")
+            f.write(s(name) + struct.pack("<B", a.ndim) + struct.pack(f"<{a.ndim}I", *a.shape)
+                    + struct.pack("<BI", _DTYPE_IDS[a.dtype], a.nbytes) + a.tobytes())
+        aliases = aliases or {}
+        f.write(struct.pack("<I", len(aliases)))
+        for alias, target in sorted(aliases.items()):
+            f.write(s(alias) + s(target))
     return path
