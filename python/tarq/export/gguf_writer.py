@@ -17,17 +17,16 @@ legacy ``.bin`` (formats.md §1.1, §4.3); see :mod:`whisper_cpp`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from .._atomic import atomic_path
 from .ggml_blocks import GGML_TYPES_BY_ID, QuantType, get_type, group_scales
 from .ggml_tensor import GgmlTensor
 
@@ -107,11 +106,8 @@ def write_gguf(ckpt, out_path: str | os.PathLike, *, family: str = "generic", qt
     if not isinstance(target, QuantType) or target.has_min:
         raise ValueError(f"GGUF export stores symmetric codes as q4_0/q5_0/q8_0, not {target.name}")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        w = gguf.GGUFWriter(tmp, fam.arch)
+    with atomic_path(out_path) as tmp:
+        w = gguf.GGUFWriter(str(tmp), fam.arch)
         w.add_name(str(ckpt.meta.get("source_model", ckpt.path.name)))
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         fam.write_keys(w, ckpt)
@@ -132,11 +128,6 @@ def write_gguf(ckpt, out_path: str | os.PathLike, *, family: str = "generic", qt
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return out_path
 
 
