@@ -144,6 +144,7 @@ def test_end_to_end_directory(loaded, tmp_path, monkeypatch):
         assert torch.equal(sd[name], qt.codes.float() * d)
     rep = ck.report
     assert rep["calibration"]["n_utterances"] == 2 and rep["method"]["method"] == "tarq"
+    assert rep["versions"]["device"] == "cpu"
     assert set(rep["timing_s"]) >= {"forward", "stats", "solve", "total"}
     assert (out / "tokenizer.json").is_file() or (out / "tokenizer_config.json").is_file()
 
@@ -195,3 +196,38 @@ def test_missing_transcripts_are_pseudo_labelled(loaded, monkeypatch):
     prompt = loaded.decoder_prompt_ids()
     assert s.tokens[:len(prompt)] == prompt and s.tokens[-1] == loaded.eot_id
     assert s.tail.numel() == len(s.tokens) - 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cli_device_errors_before_loading_anything(tmp_path, capsys):
+    from tarq.cli.main import main
+
+    for device, message in (("cuda", "CUDA"), ("cuda:3", "CUDA"), ("mps", "only cpu and cuda"),
+                            ("tpu", "not a device name")):
+        assert main(["quantize", "no/such/model", "--method", "rtn", "--device", device,
+                     "--out", str(tmp_path / "q")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and device in err, err
+    assert not (tmp_path / "q").exists()
+
+
+def test_calib_sample_moves_with_its_tensors(samples):
+    s = samples[0]
+    moved = s.to("cpu")
+    assert moved is not s and moved.tokens == s.tokens
+    assert torch.equal(moved.features, s.features) and torch.equal(moved.tail, s.tail)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_calibration_on_cuda_matches_cpu(loaded, samples, tarq_result):
+    """The whole pipeline on the GPU (forward, statistics, solves; the CUDA sweep when built): float32 GEMMs
+    in another order may move a few codes across a rounding boundary, no more."""
+    import copy
+
+    model = copy.deepcopy(loaded.model).to("cuda")
+    res = run_calibration(model, WhisperAdapter(), samples, get_method("tarq"), FMT, CalibConfig(progress=False))
+    for name, ref in tarq_result.quantized.items():
+        got = res.quantized[name]
+        assert got.codes.shape == ref.codes.shape, name
+        agree = (got.codes.cpu() == ref.codes).float().mean().item()
+        assert agree >= 0.99, f"{name}: only {agree:.4f} of the codes agree with the CPU run"

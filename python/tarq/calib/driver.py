@@ -53,14 +53,35 @@ def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: Ca
     return samples, info
 
 
-def _versions() -> dict[str, str]:
+def resolve_device(spec: str) -> torch.device:
+    """``cfg.device`` as a torch device, with a clear error when this machine cannot provide it."""
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"--device {spec!r}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA device is visible")
+            raise ValueError(f"--device {spec}: {why} (torch {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {spec}: only cpu and cuda (cuda:N) are supported")
+    return device
+
+
+def _versions(device: torch.device) -> dict[str, str]:
     import transformers
 
     from .. import __version__
     from ..kernels import backend_name
 
-    return {"tarq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "kernels": backend_name()}
+    out = {"tarq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+           "python": platform.python_version(), "kernels": backend_name(), "device": str(device)}
+    if device.type == "cuda":
+        out["cuda_device"] = torch.cuda.get_device_name(device)
+    return out
 
 
 def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utterances: Sequence, out_dir,
@@ -69,6 +90,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utteran
     from ..qmodel import QuantizedTensor, save_quantized_model
 
     cfg = cfg or CalibConfig()
+    device = resolve_device(cfg.device)
     torch.set_num_threads(max(1, int(cfg.threads)))
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
@@ -87,9 +109,13 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utteran
         samples, calib_info = prepare_samples(loaded, adapter, chosen, cfg)
     t_prep = time.perf_counter() - t0
 
-    result = run_calibration(model, adapter, samples, method, fmt, cfg)
+    model.to(device)
+    try:
+        result = run_calibration(model, adapter, samples, method, fmt, cfg)
+    finally:
+        model.to("cpu")   # the caller's model comes back where it was; the directory is written from CPU
 
-    quantized = {n: QuantizedTensor(r.codes.contiguous(), r.scales.contiguous(), fmt)
+    quantized = {n: QuantizedTensor(r.codes.cpu().contiguous(), r.scales.cpu().contiguous(), fmt)
                  for n, r in result.quantized.items()}
     tied = adapter.tied_parameters()
     floats = {k: v.detach().float() for k, v in model.state_dict().items()
@@ -103,7 +129,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utteran
         "model": getattr(loaded, "name", None),
         "calibration": {"name": calib_name, **calib_config_dict(cfg), **calib_info},
         "seed": cfg.seed,
-        "versions": _versions(),
+        "versions": _versions(device),
         "timing_s": timing,
         "tied_parameters": tied,
         "layers": result.layers,

@@ -45,6 +45,7 @@ class CalibConfig:
     tag_by: str = "target"            # "target" | "input" (calib/rarity.py)
     encoder_frames: str = "all"       # "all": the 30 s padded window inference sees; "speech": frames covering audio
     threads: int = 2
+    device: str = "cpu"               # where the forward passes, statistics and solves run ("cuda", "cuda:1")
     progress: bool = True
     # The tied token embedding / output projection (docs/methods.md §5): "method" quantizes it with the chosen
     # method on final-hidden-state statistics; "rtn" uses whisper.cpp's RTN. embed_damp (relative, like damp;
@@ -127,6 +128,8 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                             layers[n] = {"group": g.key, **r.info}
             return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
 
+        device = next(model.parameters()).device
+        samples = [s.to(device) for s in samples]
         embed_names = set(adapter.tied_parameters().values())
         track_fp = method.needs_fp_stream
         model_q = copy.deepcopy(model)
@@ -207,7 +210,7 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
             x, tail = _rows(xq[g.key], s, g.domain, cfg)
             x_fp = _rows(xfp[g.key], s, g.domain, cfg)[0] if xfp is not None else None
             if g.key not in accs:
-                accs[g.key] = StatsAccumulator(x.shape[-1], track_delta=model_fp is not None)
+                accs[g.key] = StatsAccumulator(x.shape[-1], track_delta=model_fp is not None, device=x.device)
             try:
                 accs[g.key].add(x, x_fp, tail)
             except ValueError as e:
@@ -228,7 +231,7 @@ def _check_result(name: str, W: torch.Tensor, r: LinearResult, fmt: QuantFormat)
 
 def _layer_report(key: str, W: torch.Tensor, r: LinearResult, stats: GroupStats, method: QuantMethod,
                   fmt: QuantFormat) -> dict[str, Any]:
-    rtn = rtn_quantize(W, fmt).dequant
+    rtn = rtn_quantize(W, fmt).dequant.to(W.device)
     metrics = {"": stats.H, "_tail": stats.H_tail} if stats.n_tail else {"": stats.H}
     rep = {
         "group": key,
@@ -238,7 +241,7 @@ def _layer_report(key: str, W: torch.Tensor, r: LinearResult, stats: GroupStats,
     }
     for suffix, H in metrics.items():   # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), RTN before and the method after
         den = h_inner(W, W, H)
-        for label, W_hat in (("_rtn", rtn), ("", r.dequant)):
+        for label, W_hat in (("_rtn", rtn), ("", r.dequant.to(W.device))):
             dW = W - W_hat
             rep[f"rel_err{suffix}{label}"] = h_inner(dW, dW, H) / den if den > 0 else 0.0
     rep.update({k: v for k, v in r.info.items()})
@@ -248,4 +251,5 @@ def _layer_report(key: str, W: torch.Tensor, r: LinearResult, stats: GroupStats,
 def calib_config_dict(cfg: CalibConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d.pop("progress", None)
+    d.pop("device", None)      # where it ran does not change the result's definition (the report's versions say)
     return d

@@ -32,11 +32,11 @@ class GroupStats:
 
 
 class StatsAccumulator:
-    def __init__(self, n: int, track_delta: bool):
+    def __init__(self, n: int, track_delta: bool, device: torch.device | str = "cpu"):
         self.n = n
-        self.H_common = torch.zeros(n, n, dtype=torch.float64)
-        self.H_tail = torch.zeros(n, n, dtype=torch.float64)
-        self.H_delta = torch.zeros(n, n, dtype=torch.float64) if track_delta else None
+        self.H_common = torch.zeros(n, n, dtype=torch.float64, device=device)
+        self.H_tail = torch.zeros(n, n, dtype=torch.float64, device=device)
+        self.H_delta = torch.zeros(n, n, dtype=torch.float64, device=device) if track_delta else None
         self.n_common = 0
         self.n_tail = 0
 

@@ -35,16 +35,19 @@ def register(subparsers) -> None:
     p.add_argument("--embed-damp", type=float, default=1.0,
                    help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu",
+                   help="where the calibration forward, statistics and solves run: cpu (default), cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..calib.driver import quantize_loaded_model
+    from ..calib.driver import quantize_loaded_model, resolve_device
     from ..calib.pipeline import CalibConfig
     from ..formats import get_format
     from ..methods import get_method
 
+    resolve_device(args.device)   # fail before minutes of model loading and audio decoding
     fmt = get_format(args.format, args.group_size)
     method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha)
     utterances = []
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, encoder_frames=args.encoder_frames, threads=args.threads,
-                      embedding=args.embedding, embed_damp=args.embed_damp,
+                      device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
                       progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, fmt, utterances, args.out, cfg,
                                 calib_name=str(args.calib) if args.calib else None)

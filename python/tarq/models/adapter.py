@@ -13,7 +13,7 @@ Weights are addressed by Hugging Face parameter names and laid out ``[out, in]``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -54,6 +54,11 @@ class CalibSample:
     frame_tail: torch.Tensor | None = None  # optional bool [n_frames] hook for frame-level tags
     text: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "CalibSample":
+        """A copy whose tensors live on ``device`` (the calibration forward runs where the model is)."""
+        frame_tail = self.frame_tail.to(device) if self.frame_tail is not None else None
+        return replace(self, features=self.features.to(device), tail=self.tail.to(device), frame_tail=frame_tail)
 
 
 class ModelAdapter(ABC):

@@ -122,7 +122,7 @@ class WhisperAdapter(ModelAdapter):
         if block.name == "model.decoder.layers.0":
             enc_out = model.model.encoder.layer_norm(state["h"])
             dec = model.model.decoder
-            ids = torch.tensor(sample.tokens[:-1])
+            ids = torch.tensor(sample.tokens[:-1], device=sample.features.device)
             h = dec.embed_tokens(ids) + dec.embed_positions.weight[: ids.shape[0]]
             return {"h": h, "enc": enc_out}
         return state
