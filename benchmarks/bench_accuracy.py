@@ -169,7 +169,10 @@ def run(args) -> dict:
 
     models: dict[str, dict] = {}
     for model in args.models:
+        phase_t0 = time.perf_counter()
         arts = build_artifacts(model, args.methods, calib, args)
+        timing = {"build_s": round(time.perf_counter() - phase_t0, 1)}
+        phase_t0 = time.perf_counter()
         systems: dict[str, dict] = {"whisper.cpp": {}, "torch": {}}
         evals: dict[str, dict] = {"whisper.cpp": {}, "torch": {}}
         for m in args.methods:
@@ -183,6 +186,8 @@ def run(args) -> dict:
                                                     args.reuse_decodes)
             print(f"[{model}] whisper.cpp / {LABEL[m]}: " + _brief(evals["whisper.cpp"][m]) +
                   f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        timing["decode_whisper_cpp_s"] = round(time.perf_counter() - phase_t0, 1)
+        phase_t0 = time.perf_counter()
         if not args.skip_torch:
             for m in args.methods:
                 t0 = time.perf_counter()
@@ -196,6 +201,7 @@ def run(args) -> dict:
                                                TORCH_LABEL[m], torch_sets, progress), args.reuse_decodes)
                 print(f"[{model}] torch / {TORCH_LABEL[m]}: " + _brief(evals["torch"][m]) +
                       f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        timing["decode_torch_s"] = round(time.perf_counter() - phase_t0, 1)
         for backend, per in evals.items():
             for m, res in per.items():
                 entry = {"method": m, "label": res.label, "result": res.to_dict(), "comparisons": {}}
@@ -204,7 +210,7 @@ def run(args) -> dict:
                     entry["artifact"] = {"path": art.path.name, "build": art.build}
                 entry["comparisons"] = comparisons(m, res, per, args.n_boot, args.seed)
                 systems[backend][m] = entry
-        models[model] = {"systems": systems,
+        models[model] = {"systems": systems, "timing": timing,
                          "quantization": {m: arts[m]["dir"].build for m in args.methods
                                           if arts[m].get("dir") is not None}}
     return {
@@ -293,6 +299,11 @@ def render_markdown(result: dict) -> str:
                              + (f" (load {b['loadavg_before'][0]:.1f})" if b.get("loadavg_before") else "")
                              + (" (**built from older sources**)" if b.get("stale_code") else "")
                              for m, b in q.items()))
+        t = mres.get("timing")
+        if t:   # cached artifacts / reused decodes make these phases short: the line says what this run spent
+            parts.append(f"Time spent by this run on {model}: building artifacts {t['build_s']:.0f} s, "
+                         f"whisper.cpp decoding {t['decode_whisper_cpp_s']:.0f} s, "
+                         f"torch decoding {t['decode_torch_s']:.0f} s.")
     stale = sorted({e["artifact"]["path"] for mres in result["models"].values()
                     for systems in mres["systems"].values() for e in systems.values()
                     if (e.get("artifact") or {}).get("build", {}).get("stale_code")})
@@ -343,7 +354,9 @@ def plot(result: dict, path: Path) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p, "bench_accuracy.json")
-    p.add_argument("--models", default="tiny.en", help="comma-separated model aliases (default tiny.en)")
+    p.add_argument("--models", default="tiny.en,base",
+                   help="comma-separated model aliases (default tiny.en,base; tiny.en alone takes about a third "
+                        "of the time)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     p.add_argument("--data-root", help="folder with the shared speech sets (default ../shared/data)")
     p.add_argument("--eval-sets", default=",".join(EVAL_SETS), help="evaluation set folder names")
@@ -354,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch fake-quant pass")
     p.add_argument("--n-calib", type=int, default=32,
                    help="calibration utterances, a seeded subset chosen by tarq quantize (default 32, which keeps "
-                        "the default run near 30 min on 2 cores; 128 = the paper's budget, the whole set)")
+                        "the default run (both models) under 30 min on 2 cores; 128 = the paper's budget, the whole set)")
     p.add_argument("--seed", type=int, default=0, help="subset and bootstrap seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch-batch", type=int, default=8)

@@ -195,18 +195,31 @@ def render_markdown(result: dict) -> str:
                      c.get("output_words", "–")])
     t1 = markdown_table(["model", "audio", "threads", "weights", "file MB", "load s", "1st call s", "warm call s",
                          "RTF (warm)", "peak RSS MB", "RSS − floor MB", "words out"], rows, "lrrlrrrrrrrr")
+    words = {(c["model"], c["audio_s"], c["threads"], c["variant"]): c.get("output_words") for c in cells}
+    early_stop = False
     rrows = []
     for r in sorted(result["ratios"], key=lambda r: (r["model"], r["audio_s"], r["threads"], r["variant"])):
         paper = _paper(r["model"], r["audio_s"])
         paper_speed = (f"{paper['f16'][4] / paper['int4'][4]:.2f}× (4t)" if paper and r["variant"] != "q8_0"
                        else "–")
         paper_rss = (f"{paper['rss_mb'][1] / paper['rss_mb'][0]:.2f}" if paper and r["variant"] != "q8_0" else "–")
+        # a variant that decodes far fewer words than F16 did less decoder work: its speedup is not like for like
+        w_var, w_f16 = (words.get((r["model"], r["audio_s"], r["threads"], v)) for v in (r["variant"], "f16"))
+        same_output = "–"
+        if w_var is not None and w_f16:
+            if abs(w_var - w_f16) <= 0.1 * w_f16:
+                same_output = "yes"
+            else:
+                same_output, early_stop = f"no ({w_var} vs {w_f16} words) †", True
         rrows.append([r["model"], f"{r['audio_s']:g} s", r["threads"], VARIANT_LABEL[r["variant"]],
                       f"{r['speedup_warm']:.2f}×", f"{r['speedup_first_call']:.2f}×", f"{r['speedup_load']:.2f}×",
-                      f"{r['rss_ratio']:.2f}", fmt_num(r["net_rss_ratio"], 2), paper_speed, paper_rss])
+                      f"{r['rss_ratio']:.2f}", fmt_num(r["net_rss_ratio"], 2), same_output, paper_speed, paper_rss])
     t2 = markdown_table(["model", "audio", "threads", "vs F16", "speedup (warm)", "speedup (1st call)",
-                         "load speedup", "peak RSS ratio", "net RSS ratio", "paper speedup", "paper RSS ratio"],
-                        rrows, "lrrlrrrrrrr")
+                         "load speedup", "peak RSS ratio", "net RSS ratio", "output ≈ F16", "paper speedup",
+                         "paper RSS ratio"], rrows, "lrrlrrrrrlrr")
+    if early_stop:
+        t2 += ("\n\n† The transcript is more than 10 % shorter or longer than F16's (usually an early end-of-text), "
+               "so the decoder ran a different number of steps and the time ratio is not like for like.")
     m = result["meta"]
     note = (f"Machine: {m['machine']['cpu']} ({m['machine']['cpu_count']} cores), load average "
             f"{m['loadavg_start']} at start, {m['loadavg_end']} at end; {result['config']['repeats']} fresh "

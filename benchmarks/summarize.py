@@ -23,6 +23,7 @@ README = BENCH_DIR / "README.md"
 # marker name -> (script module, result file)
 SECTIONS = {
     "accuracy": ("bench_accuracy", "bench_accuracy.json"),
+    "accuracy_n128": ("bench_accuracy", "bench_accuracy_n128.json"),
     "deployment": ("bench_deployment", "bench_deployment.json"),
     "deployment_gpu": ("bench_deployment", "bench_deployment_gpu.json"),
     "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),
