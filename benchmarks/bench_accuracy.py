@@ -301,9 +301,10 @@ def render_markdown(result: dict) -> str:
                              for m, b in q.items()))
         t = mres.get("timing")
         if t:   # cached artifacts / reused decodes make these phases short: the line says what this run spent
+            torch_time = (f"torch decoding {t['decode_torch_s']:.0f} s" if mres["systems"].get("torch")
+                          else "no torch pass")
             parts.append(f"Time spent by this run on {model}: building artifacts {t['build_s']:.0f} s, "
-                         f"whisper.cpp decoding {t['decode_whisper_cpp_s']:.0f} s, "
-                         f"torch decoding {t['decode_torch_s']:.0f} s.")
+                         f"whisper.cpp decoding {t['decode_whisper_cpp_s']:.0f} s, {torch_time}.")
     stale = sorted({e["artifact"]["path"] for mres in result["models"].values()
                     for systems in mres["systems"].values() for e in systems.values()
                     if (e.get("artifact") or {}).get("build", {}).get("stale_code")})
@@ -311,8 +312,10 @@ def render_markdown(result: dict) -> str:
         parts.append("**Warning:** these artifacts came from the cache and were built from different tarq sources "
                      "than this run's (re-run with `--rebuild`): " + ", ".join(f"`{p}`" for p in stale))
     m = result["meta"]
+    has_torch = any(mres["systems"].get("torch") for mres in result["models"].values())
+    torch_part = f"torch: {cfg['torch_limit']}" if has_torch else "no torch pass"
     limits = ("all utterances" if cfg["limit"] is None else
-              f"seeded subsets of {cfg['limit']} utterances per set (seed {cfg['seed']}; torch: {cfg['torch_limit']})")
+              f"seeded subsets of {cfg['limit']} utterances per set (seed {cfg['seed']}; {torch_part})")
     parts.append(f"Run: {limits}; calibration {cfg['calib']} ({cfg['n_calib']} utts); load average "
                  f"{m['loadavg_start']} → {m['loadavg_end']}; {m['wall_s']:.0f} s total.")
     return "\n\n".join(parts)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artifacts import baseline_bin  # noqa: E402
 from _common import (save_and_report, BENCH_DIR, CACHE_DIR, PAPER_CPU_ROWS, PAPER_CPU_SOURCE, RESULTS_DIR, RunMeta,  # noqa: E402
                      add_common_args, bench_env, cuda_available, ensure_tarq_importable, fmt_num, last_json_line,
-                     markdown_table, median, pyplot, read_json, resolve_data_root, run_measured, save_plot,
+                     markdown_table, median, pyplot, resolve_data_root, run_measured, save_plot,
                      skipped_no_cuda, write_json)
 
 WORKER = BENCH_DIR / "_whispercpp_worker.py"

@@ -91,3 +91,25 @@ def test_cuda_batched_shared_u_matches_cpu():
         cpu = native.gptq_sweep(W, U, fmt)
         assert float((r.codes.cpu() == cpu.codes).double().mean()) >= 0.999
         assert float(r.err) == pytest.approx(float(cpu.err), rel=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_without_the_cuda_sweep_fall_back_to_the_cpu(monkeypatch):
+    """An extension built without nvcc still quantizes CUDA tensors (`tarq quantize --device cuda`): the sweep
+    runs on the CPU and the results come back on the tensors' device, equal to a CPU sweep."""
+    from tarq.formats import get_format
+    from tarq.kernels import native, reference as ref
+
+    monkeypatch.setattr(native, "HAS_CUDA", False)
+    fmt = get_format("q4_0")
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(512, 256, generator=g)
+    U = ref.cholesky_inverse_upper(X.T @ X).U
+    Ws = [torch.randn(64, 256, generator=g) * 0.05 for _ in range(2)]
+    cpu = native.gptq_sweep_batched(Ws, U, fmt)
+    gpu = native.gptq_sweep_batched([W.cuda() for W in Ws], U.cuda(), fmt)
+    single = native.gptq_sweep(Ws[0].cuda(), U.cuda(), fmt)
+    for c, d in zip(cpu, gpu):
+        assert d.codes.is_cuda and torch.equal(d.codes.cpu(), c.codes)
+    assert single.codes.is_cuda and torch.equal(single.codes.cpu(), cpu[0].codes)

@@ -109,16 +109,17 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utteran
         samples, calib_info = prepare_samples(loaded, adapter, chosen, cfg)
     t_prep = time.perf_counter() - t0
 
+    home = next(model.parameters()).device
     model.to(device)
     try:
         result = run_calibration(model, adapter, samples, method, fmt, cfg)
     finally:
-        model.to("cpu")   # the caller's model comes back where it was; the directory is written from CPU
+        model.to(home)   # the caller's model comes back where it was
 
     quantized = {n: QuantizedTensor(r.codes.cpu().contiguous(), r.scales.cpu().contiguous(), fmt)
                  for n, r in result.quantized.items()}
     tied = adapter.tied_parameters()
-    floats = {k: v.detach().float() for k, v in model.state_dict().items()
+    floats = {k: v.detach().float().cpu() for k, v in model.state_dict().items()
               if k not in quantized and k not in tied}
     config = json.loads(model.config.to_json_string())
     timing = {"prepare": t_prep, **result.timing}

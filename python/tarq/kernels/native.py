@@ -6,6 +6,8 @@ when the extension is missing; :mod:`tarq.kernels` then falls back to the refere
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -16,6 +18,8 @@ from .types import CholeskyResult, NonPDHessianError, SweepResult
 from .validate import check_hessian, check_sweep_inputs, effective_block_size, normalize_batched_inputs
 
 HAS_CUDA = bool(getattr(_C, "has_cuda", False))
+_log = logging.getLogger(__name__)
+_warned_no_cuda_sweep = False
 
 
 def cholesky_inverse_upper(H: torch.Tensor, damp_frac: float = 0.01, max_tries: int = 8) -> CholeskyResult:
@@ -80,11 +84,27 @@ def _sweep_cuda(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat,
     return res, row_err
 
 
+def _to_device(res: SweepResult, device: torch.device) -> SweepResult:
+    return SweepResult(codes=res.codes.to(device), scales=res.scales.to(device), dequant=res.dequant.to(device),
+                       err=res.err.to(device))
+
+
+def _warn_cpu_sweep_for_cuda() -> None:
+    global _warned_no_cuda_sweep
+    if not _warned_no_cuda_sweep:
+        _log.warning("CUDA tensors but tarq._C was built without the CUDA sweep (no nvcc at build time): "
+                     "sweeping on the CPU and copying the results back")
+        _warned_no_cuda_sweep = True
+
+
 def gptq_sweep(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> SweepResult:
     W, U = check_sweep_inputs(W, U, fmt)
     effective_block_size(block_size, fmt.group_size)  # validates
-    if W.is_cuda:
+    if W.is_cuda and HAS_CUDA:
         return _sweep_cuda(W, U, fmt, block_size)[0]
+    if W.is_cuda:
+        _warn_cpu_sweep_for_cuda()
+        return _to_device(_sweep_cpu([W], [U], [0], fmt, block_size)[0][0], W.device)
     return _sweep_cpu([W], [U], [0], fmt, block_size)[0][0]
 
 
@@ -93,6 +113,10 @@ def gptq_sweep_batched(Ws, Us: torch.Tensor, fmt: QuantFormat, block_size: int =
     U_list = [Us] if shared else Us
     for i, W in enumerate(Ws):
         check_sweep_inputs(W, U_list[0 if shared else i], fmt)
+    if Ws[0].is_cuda and not HAS_CUDA:
+        _warn_cpu_sweep_for_cuda()
+        u_index = [0] * len(Ws) if shared else list(range(len(Ws)))
+        return [_to_device(r, Ws[0].device) for r, _ in _sweep_cpu(Ws, U_list, u_index, fmt, block_size)]
     if Ws[0].is_cuda:
         if shared:  # rows are independent: one sweep over the stacked rows, then split
             res, row_err = _sweep_cuda(torch.cat(Ws, dim=0), Us, fmt, block_size)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..calib.rarity import tag_positions
-from .adapter import FRAMES, TOKENS, Block, CalibSample, LinearGroup, ModelAdapter, Stage
+from .adapter import FRAMES, Block, CalibSample, LinearGroup, ModelAdapter, Stage
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = 320  # hop 160 x conv2 stride 2
