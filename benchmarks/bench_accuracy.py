@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch fake-quant pass")
     p.add_argument("--n-calib", type=int, default=32,
                    help="calibration utterances, a seeded subset chosen by tarq quantize (default 32, which keeps "
-                        "the default run (both models) under 30 min on 2 cores; 128 = the paper's budget, the whole set)")
+                        "the default run (both models) under 30 min on 2 cores; 128 = the paper's budget, the whole "
+                        "set)")
     p.add_argument("--seed", type=int, default=0, help="subset and bootstrap seed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--torch-batch", type=int, default=8)

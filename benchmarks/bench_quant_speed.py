@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="tarq,gptq")
     p.add_argument("--backends", default="native,reference", help="solver backends (default native,reference)")
     p.add_argument("--n-calib", type=_n_calib, default=_n_calib("32"),
-                   help="calibration utterances: N for all models or model=N,... (default 32, ~7 min in all on 2 "
+                   help="calibration utterances: N for all models or model=N,... (default 32, ~5.5 min in all on 2 "
                         "cores; 128 = the paper's budget; the "
                         "forward passes and statistics grow linearly with N, the solves do not depend on it)")
     p.add_argument("--reference-models", default="all",

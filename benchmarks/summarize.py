@@ -27,6 +27,7 @@ SECTIONS = {
     "deployment": ("bench_deployment", "bench_deployment.json"),
     "deployment_gpu": ("bench_deployment", "bench_deployment_gpu.json"),
     "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),
+    "quant_speed_n128": ("bench_quant_speed", "bench_quant_speed_n128.json"),
     "quant_speed_gpu": ("bench_quant_speed", "bench_quant_speed_gpu.json"),
 }
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from test_export_fixtures import random_quantized_dir, real_tokenizer, tiny_whisper
-from tarq.export import gguf_writer
 from tarq.export.gguf_writer import FAMILIES, GgufFamily, read_gguf, register_family, write_gguf
 from tarq.qmodel import load_quantized_dir
 

@@ -65,8 +65,6 @@ def _sweep_cpu(Ws: list[torch.Tensor], Us: list[torch.Tensor], u_index: list[int
 
 def _sweep_cuda(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat,
                 block_size: int) -> tuple[SweepResult, torch.Tensor]:
-    if not HAS_CUDA:
-        raise RuntimeError("W is a CUDA tensor but tarq._C was built without the CUDA sweep (no nvcc at build time)")
     m, n = W.shape
     g = fmt.group_size
     Wd = W.detach().to(torch.float64).contiguous()
@@ -102,10 +100,11 @@ def gptq_sweep(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: i
     effective_block_size(block_size, fmt.group_size)  # validates
     if W.is_cuda and HAS_CUDA:
         return _sweep_cuda(W, U, fmt, block_size)[0]
+    res = _sweep_cpu([W], [U], [0], fmt, block_size)[0][0]
     if W.is_cuda:
         _warn_cpu_sweep_for_cuda()
-        return _to_device(_sweep_cpu([W], [U], [0], fmt, block_size)[0][0], W.device)
-    return _sweep_cpu([W], [U], [0], fmt, block_size)[0][0]
+        res = _to_device(res, W.device)
+    return res
 
 
 def gptq_sweep_batched(Ws, Us: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> list[SweepResult]:
