@@ -71,12 +71,13 @@ def _cached(path: Path, rebuild: bool, rebuild_if_stale: bool = False) -> Artifa
         return None
     build = read_json(side)
     build["cached"] = True
-    build["stale_code"] = build.get("code") != code_fingerprint()
+    now = code_fingerprint()
+    build["stale_code"] = build.get("code") != now
     if build["stale_code"] and rebuild_if_stale:
         return None
     if build["stale_code"]:
         print(f"warning: {path.name} was built from other tarq sources (code {build.get('code')} vs now "
-              f"{code_fingerprint()}); pass --rebuild to rebuild it", file=sys.stderr)
+              f"{now}); pass --rebuild to rebuild it", file=sys.stderr)
     return Artifact(path, build)
 
 

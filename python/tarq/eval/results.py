@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._atomic import atomic_write
-from .metrics import DEFAULT_INSERTION_RULE, DEFAULT_ZIPF_THRESHOLD, Scores, UttCounts, align_counts, mean_over_datasets, pool
+from .metrics import (DEFAULT_INSERTION_RULE, DEFAULT_ZIPF_THRESHOLD, Scores, UttCounts, align_counts,
+                      mean_over_datasets, pool)
 from .normalizer import normalizer_info
 
 FORMAT = "tarq-eval-result"

@@ -171,7 +171,7 @@ class WhisperAdapter(ModelAdapter):
         elif name == "encoder_attn.out_proj":
             state["h"] = h + layer.encoder_attn.out_proj(state.pop("attn"))
         elif name == "fc1":
-            pass  # fc2's stage rebuilds fc1's output (no [frames, 4d] cache)
+            pass  # fc1's output is built once, in fc2's stage_inputs, and kept there for fc2's advance
         elif name == "fc2":
             x = state.pop("fc2_in", None)
             if x is None:
