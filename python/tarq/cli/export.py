@@ -27,9 +27,10 @@ def register(subparsers) -> None:
                    help="GGUF dialect: crispasr (Qwen3-ASR, Moonshine), qwen3-asr.cpp (Qwen3-ASR), or generic "
                         "(tarq's own layout; no runtime loads it). Default: the family's first runtime dialect")
     p.add_argument("--out", "-o", required=True, type=Path, help="output file")
-    p.add_argument("--type", choices=QTYPES, default=None,
+    p.add_argument("--type", choices=QTYPES + ["f32"], default=None,
                    help="ggml block type for a quantized directory (default: each tensor's own format; q4_0 codes "
-                        "also fit q4_1/q5_0/q5_1/q8_0 exactly; GGUF dialects take q4_0/q5_0/q8_0)")
+                        "also fit q4_1/q5_0/q5_1/q8_0 exactly; GGUF dialects take q4_0/q5_0/q8_0, or f32: the exact "
+                        "dequantized weights, a diagnostic file for comparing a runtime's arithmetic)")
     base = p.add_mutually_exclusive_group()
     base.add_argument("--rtn", choices=QTYPES, default=None,
                       help="float Whisper model only: quantize like whisper.cpp's quantize tool (bit-exact clone)")

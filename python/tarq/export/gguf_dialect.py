@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 GGML_MAX_NAME = 64  # ggml tensor names are char[64] including the NUL
 # Symmetric codes fit these containers exactly (formats.md §2.1); asymmetric ones would need d·q + m.
 SYMMETRIC_CONTAINERS = ("q4_0", "q5_0", "q8_0")
+# "f32": the exact dequantized values as floats (a diagnostic file: the fake-quant model in the runtime's arithmetic)
+CONTAINERS = SYMMETRIC_CONTAINERS + ("f32",)
 
 
 def quantized_bytes(qt, container: str | None = None) -> tuple[GgmlType, np.ndarray]:
@@ -32,12 +34,15 @@ def quantized_bytes(qt, container: str | None = None) -> tuple[GgmlType, np.ndar
     and a lattice (Q4_0/Q8_0); the block bytes come from ``ggml_blocks``. When QuantizedTensor holds ggml bytes
     (coord/API.md: ``qt.qtype``, ``qt.data``), this becomes ``return qt.qtype, qt.data.numpy()`` (plus the
     container conversion below), and no dialect writer changes.
-    ``container``: store the codes in a wider symmetric block type (q4_0 codes in q5_0/q8_0 are exact).
+    ``container``: store the codes in a wider symmetric block type (q4_0 codes in q5_0/q8_0 are exact), or "f32"
+    for the exact dequantized values.
     """
     name = container or qt.fmt.name
+    if name == "f32":
+        return F32, np.ascontiguousarray(qt.dequantize().numpy(), dtype=np.float32)
     target = get_type(name)
     if not isinstance(target, QuantType) or name not in SYMMETRIC_CONTAINERS:
-        raise ValueError(f"symmetric {qt.fmt.name} codes are stored as {', '.join(SYMMETRIC_CONTAINERS)}, not {name}")
+        raise ValueError(f"symmetric {qt.fmt.name} codes are stored as {', '.join(CONTAINERS)}, not {name}")
     codes = qt.codes.numpy() if hasattr(qt.codes, "numpy") else np.asarray(qt.codes)
     scales = qt.scales.numpy() if hasattr(qt.scales, "numpy") else np.asarray(qt.scales)
     return target, target.pack(codes, scales)
@@ -81,8 +86,8 @@ class GgufPlan:
         self.tensors.append(PlannedTensor(name, ggml_type, data, tuple(v.shape), source))
 
     def add_quantized(self, name: str, qt, container: str | None = None, source: str = "") -> None:
-        t, raw = quantized_bytes(qt, container)
-        self.tensors.append(PlannedTensor(name, t, raw, tuple(qt.shape), source))
+        t, data = quantized_bytes(qt, container)
+        self.tensors.append(PlannedTensor(name, t, data, tuple(qt.shape), source))
 
     def tensor(self, name: str) -> PlannedTensor:
         for t in self.tensors:

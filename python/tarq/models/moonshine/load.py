@@ -65,9 +65,9 @@ def _finish(model, d: Path, name: str, source: dict) -> LoadedModel:
 
 
 def load_pretrained(d: Path, *, name: str, kind: str, dtype=None) -> LoadedModel:
-    Config, Model = _classes()
     raw = read_config(d)
     _check(raw, d / "config.json")
+    Config, Model = _classes()
     config = Config.from_pretrained(str(d), local_files_only=True)
     model = load_pretrained_checked(Model, config, d, dtype=dtype, optional=set(tied_parameters(raw)))
     return _finish(model, d, name, {"kind": kind, "path": str(d)})
