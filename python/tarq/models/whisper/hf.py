@@ -16,6 +16,13 @@ from .tokenizer_fixes import MULTILINGUAL_MIN_VOCAB, SpecialIds, build_whisper_t
 log = logging.getLogger(__name__)
 
 
+def _check_whisper(config: dict, source: str) -> None:
+    mt = config.get("model_type")
+    if mt != "whisper":
+        archs = config.get("architectures")
+        raise ValueError(f"{source}: model_type={mt!r} {archs or ''} is not a Whisper model")
+
+
 def _tokenizer_from_dir(d: Path, vocab_size: int, multilingual: bool) -> tuple[object, SpecialIds | None]:
     if (d / "tokenizer.json").is_file():
         tok_json, ids = fixed_tokenizer_json(d / "tokenizer.json", vocab_size)
