@@ -135,7 +135,7 @@ def get_family(name: str) -> ModelFamily:
     try:
         module = FAMILY_MODULES[name]
     except KeyError:
-        raise ValueError(f"unknown model family {name!r}; supported: {', '.join(FAMILY_MODULES)}") from None
+        raise ValueError(f"model family {name!r} is not supported (supported: {', '.join(FAMILY_MODULES)})") from None
     return importlib.import_module(module).FAMILY
 
 

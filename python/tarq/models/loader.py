@@ -26,7 +26,11 @@ def _load_dir(d: Path, *, name: str, kind: str, dtype) -> LoadedModel:
 
     if is_quantized_dir(d):
         ckpt = load_quantized_dir(d)
-        return get_family(ckpt.family).load_quantized(ckpt, dtype=dtype)
+        try:
+            fam = get_family(ckpt.family)
+        except ValueError as e:
+            raise ValueError(f"{d / 'tarq.json'}: {e}") from None
+        return fam.load_quantized(ckpt, dtype=dtype)
     for fam in families():
         if fam.recognises(d):
             return fam.load_directory(d, name=name, dtype=dtype)
