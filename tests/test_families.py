@@ -70,6 +70,16 @@ def test_missing_tensor_is_one_line(moonshine_dir, tmp_path, capsys):
     assert "missing tensor(s) model.decoder.layers.1.mlp.fc2.weight" in err
 
 
+def test_unexpected_tensor_is_one_line(moonshine_dir, tmp_path, capsys):
+    def edit(sd):
+        sd["model.encoder.layers.2.mlp.fc1.weight"] = torch.zeros(256, 64)   # a third layer the config lacks
+
+    bad = _rewrite_weights(moonshine_dir, tmp_path / "bad", edit)
+    assert main(["quantize", str(bad), "--method", "rtn", "--out", str(tmp_path / "q")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unexpected tensor(s) model.encoder.layers.2.mlp.fc1.weight" in err
+
+
 def test_wrong_shape_is_one_line(moonshine_dir, tmp_path, capsys):
     def edit(sd):
         sd["model.encoder.layers.0.self_attn.k_proj.weight"] = torch.zeros(32, 64)
@@ -208,3 +218,27 @@ def test_real_shapes_pass_the_qwen3_asr_cpp_loader_check(real):
     without = {k: v for k, v in kv.items() if not k.startswith(("audio.", "text."))}
     problems = check(tensors, without, offset)
     assert bool(problems) == real.endswith("1.7b"), problems    # 0.6B shapes are the loader's defaults
+
+
+def test_mixed_format_directory_round_trip_and_whisper_cpp_refuses_it(tmp_path):
+    """A directory with per-tensor formats saves and loads each tensor's own lattice; whisper.cpp's .bin (one weight
+    type) refuses it with one line, naming the directory."""
+    from test_export_fixtures import random_quantized_dir, real_tokenizer, tiny_whisper
+    from tarq.formats import get_format
+    from tarq.models import get_family
+    from tarq.qmodel import QuantizedTensor, load_quantized_dir, save_quantized_model
+
+    src = load_quantized_dir(random_quantized_dir(tmp_path / "q4", tiny_whisper(), real_tokenizer(), "q4_0", 32))
+    q8 = get_format("q8_0", 32)
+    name = "model.encoder.layers.0.fc1.weight"
+    quantized = dict(src.quantized)
+    quantized[name] = QuantizedTensor(quantized[name].codes * 9, quantized[name].scales, q8)
+    out = save_quantized_model(tmp_path / "mixed", family="whisper", config=src.config, quantized=quantized,
+                               floats=src.floats, meta={"method": "random"})
+    back = load_quantized_dir(out)
+    assert back.fmt.name == "q4_0" and not back.uniform and back.meta["tensor_formats"] == {
+        name: {"format": "q8_0", "group_size": 32}}
+    assert back.quantized[name].fmt.name == "q8_0" and torch.equal(back.quantized[name].codes, quantized[name].codes)
+    with pytest.raises(ValueError, match=r"mixed: tensors are quantized to several types \(q4_0, q8_0\)"):
+        get_family("whisper").export_target("whisper.cpp").write(back, tmp_path / "m.bin")
+    assert not (tmp_path / "m.bin").exists()

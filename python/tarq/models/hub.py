@@ -102,28 +102,38 @@ def check_state(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int
 
 
 class _quiet_loading:
-    """transformers' "Loading weights" progress bar off (tarq prints its own progress)."""
+    """transformers' "Loading weights" progress bar and its load-report warnings off: tarq reports problems itself,
+    in one line (the report's table would bury it)."""
 
     def __enter__(self):
         from transformers.utils import logging as hf_logging
 
         self._bar = hf_logging.is_progress_bar_enabled()
+        self._level = hf_logging.get_verbosity()
         hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
     def __exit__(self, *exc):
         from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity(self._level)
         if self._bar:
             hf_logging.enable_progress_bar()
 
 
 def load_pretrained_checked(model_cls, config, d: Path, *, dtype=None, optional: set[str] = frozenset()):
-    """``model_cls.from_pretrained(d)`` offline, after checking every tensor's presence and shape against the config
-    (safetensors headers). transformers would otherwise initialise missing weights randomly and carry on."""
+    """``model_cls.from_pretrained(d)`` offline, failing with one line on a bad checkpoint.
+
+    Shapes are checked first from the safetensors headers (a tensor present under the model's own name must have the
+    config's shape); missing and unexpected tensors come from transformers' loading info, which already applies its
+    checkpoint key conversions and ignore lists. transformers alone would initialise a missing tensor randomly and
+    carry on."""
     found = checkpoint_shapes(d)
     if found is not None:
-        check_state(expected_shapes(model_cls, config), {k: v[0] for k, v in found.items()}, str(d),
-                    optional=optional, where={k: v[1] for k, v in found.items()})
+        expected = expected_shapes(model_cls, config)
+        common = set(found) & set(expected)
+        check_state({k: expected[k] for k in common}, {k: found[k][0] for k in common}, str(d),
+                    where={k: v[1] for k, v in found.items()})
     try:
         with _quiet_loading():
             model, info = model_cls.from_pretrained(str(d), config=config, dtype=dtype or torch.float32,
@@ -135,9 +145,11 @@ def load_pretrained_checked(model_cls, config, d: Path, *, dtype=None, optional:
     missing = set(info.get("missing_keys", ())) - set(optional)
     if missing:
         raise ValueError(f"{d}: missing tensor(s) {_list(missing)}")
-    if info.get("unexpected_keys") or info.get("mismatched_keys"):
-        raise ValueError(f"{d}: tensors do not match config.json (unexpected "
-                         f"{_list(info.get('unexpected_keys', ()))}; wrong shape {_list(info.get('mismatched_keys', ()))})")
+    if info.get("unexpected_keys"):
+        raise ValueError(f"{d}: unexpected tensor(s) {_list(info['unexpected_keys'])} (not in the config's "
+                         f"architecture)")
+    if info.get("mismatched_keys"):
+        raise ValueError(f"{d}: tensor(s) with the wrong shape {_list(info['mismatched_keys'])}")
     return model.eval()
 
 
