@@ -22,7 +22,7 @@ def qdir(tmp_path_factory):
 def test_export_whisper_cpp_and_gguf(tmp_path, qdir, capsys):
     assert main(["export", str(qdir), "--to", "whisper.cpp", "--out", str(tmp_path / "m.bin")]) == 0
     assert main(["export", str(qdir), "--to", "whisper.cpp", "--type", "q8_0", "--out", str(tmp_path / "m8.bin")]) == 0
-    assert main(["export", str(qdir), "--to", "gguf", "--out", str(tmp_path / "m.gguf")]) == 0
+    assert main(["export", str(qdir), "--to", "gguf", "--dialect", "generic", "--out", str(tmp_path / "m.gguf")]) == 0
     assert "wrote" in capsys.readouterr().out
     ckpt = load_quantized_dir(qdir)
     name = "model.encoder.layers.1.fc2.weight"

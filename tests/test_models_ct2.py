@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tarq.models import load_model
-from tarq.models.ct2 import read_ct2_model, whisper_state_dict, write_ct2_model
-from tarq.models.tokenizer_fixes import add_timestamp_tokens, fix_missing_merges, fixed_tokenizer_json
+from tarq.models.whisper.ct2 import read_ct2_model, whisper_state_dict, write_ct2_model
+from tarq.models.whisper.tokenizer_fixes import add_timestamp_tokens, fix_missing_merges, fixed_tokenizer_json
 
 torch.set_num_threads(1)
 
@@ -257,7 +257,7 @@ def test_bad_directory_errors(tmp_path):
 
 def test_split_alias_assembled_atomically_and_reused(tmp_path, monkeypatch):
     """'base'-style aliases: parts concatenated once into the cache, reused while the size matches."""
-    import tarq.models.aliases as aliases
+    import tarq.models.whisper.aliases as aliases
 
     p1, p2 = tmp_path / "pkg1" / "data", tmp_path / "pkg2" / "data"
     p1.mkdir(parents=True)

@@ -64,7 +64,7 @@ def test_aliases_listed():
 
 
 def test_missing_package_error(monkeypatch):
-    import tarq.models.aliases as aliases
+    import tarq.models.whisper.aliases as aliases
 
     real = importlib.util.find_spec
     monkeypatch.setattr(aliases.importlib.util, "find_spec",

@@ -10,7 +10,7 @@ import torch
 from tarq.calib.pipeline import CalibConfig, run_calibration, select_subset
 from tarq.formats import get_format
 from tarq.methods import get_method
-from tarq.models.whisper_adapter import EMBED, WhisperAdapter
+from tarq.models.whisper.adapter import EMBED, WhisperAdapter
 
 DEMO = Path(__file__).resolve().parents[1] / "python" / "tarq" / "demo_data" / "calib"
 FMT = get_format("q4_0")

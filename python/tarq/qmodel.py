@@ -2,7 +2,8 @@
 
 Layout of ``OUT/``::
 
-    tarq.json               format, group size, method, source model, family, list of quantized tensors
+    tarq.json               format, group size, method, source model, family, list of quantized tensors,
+                            tensor_formats {name: {format, group_size}} for tensors in another format
     config.json             the model's Hugging Face config (to rebuild the network)
     quantized.safetensors   for each quantized weight NAME (HF parameter name):
                               NAME.codes   int8    [out, in]        integer lattice codes q
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,13 @@ class QuantizedCheckpoint:
 
     @property
     def fmt(self) -> QuantFormat:
+        """The directory's (majority) format; ``quantized[name].fmt`` is each tensor's own."""
         return get_format(self.meta["format"], self.meta["group_size"])
+
+    @property
+    def uniform(self) -> bool:
+        """True when every quantized tensor has the directory's format (whisper.cpp's .bin needs that)."""
+        return not self.meta.get("tensor_formats")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Float32 state dict with every quantized weight replaced by its exact dequantized value."""
@@ -108,10 +116,12 @@ def save_quantized_model(out_dir: str | os.PathLike, *, family: str, config: dic
     out_dir = Path(out_dir)
     if not quantized:
         raise ValueError("no quantized tensors to save")
-    fmts = {(qt.fmt.name, qt.fmt.group_size) for qt in quantized.values()}
-    if len(fmts) != 1:
-        raise ValueError(f"all quantized tensors must share one format, got {sorted(fmts)}")
-    (fmt_name, group_size), = fmts
+    # The most common format is the directory's format; tensors in another one (e.g. a Q8_0 audio tower under
+    # a Q4_0 default) are listed in ``tensor_formats``.
+    counts = Counter((qt.fmt.name, qt.fmt.group_size) for qt in quantized.values())
+    fmt_name, group_size = max(counts, key=lambda k: (counts[k], k))
+    tensor_formats = {n: {"format": qt.fmt.name, "group_size": qt.fmt.group_size} for n, qt in quantized.items()
+                      if (qt.fmt.name, qt.fmt.group_size) != (fmt_name, group_size)}
     tmp = _atomic_dir(out_dir)
     try:
         qdict: dict[str, torch.Tensor] = {}
@@ -126,6 +136,7 @@ def save_quantized_model(out_dir: str | os.PathLike, *, family: str, config: dic
             "format": fmt_name,
             "group_size": group_size,
             "quantized_tensors": sorted(quantized),
+            **({"tensor_formats": tensor_formats} if tensor_formats else {}),
             **(meta or {}),
         }
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
@@ -166,11 +177,12 @@ def load_quantized_dir(path: str | os.PathLike) -> QuantizedCheckpoint:
     meta = json.loads((p / META_FILE).read_text())
     config = json.loads((p / "config.json").read_text())
     fmt = get_format(meta["format"], meta["group_size"])
+    per_tensor = {n: get_format(f["format"], f["group_size"]) for n, f in meta.get("tensor_formats", {}).items()}
     qraw = load_file(str(p / QUANT_FILE))
     quantized = {}
     for name in meta["quantized_tensors"]:
         try:
-            quantized[name] = QuantizedTensor(qraw[f"{name}.codes"], qraw[f"{name}.scales"], fmt)
+            quantized[name] = QuantizedTensor(qraw[f"{name}.codes"], qraw[f"{name}.scales"], per_tensor.get(name, fmt))
         except KeyError as e:
             raise ValueError(f"{p / QUANT_FILE}: tensor {e.args[0]} listed in {META_FILE} is missing") from None
     floats = load_file(str(p / FLOAT_FILE))

@@ -14,6 +14,7 @@ from ..formats import QuantFormat
 from ..methods.base import QuantMethod
 from ..models.adapter import CalibSample, ModelAdapter, get_adapter
 from .pipeline import CalibConfig, calib_config_dict, run_calibration, select_subset
+from .type_policy import TypePolicy, as_policy
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,11 @@ def _versions(device: torch.device) -> dict[str, str]:
     return out
 
 
-def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utterances: Sequence, out_dir,
+def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePolicy, utterances: Sequence, out_dir,
                           cfg: CalibConfig | None = None, calib_name: str | None = None) -> Path:
-    """Quantize ``loaded`` (a tarq LoadedModel) and write the quantized-model directory ``out_dir``."""
+    """Quantize ``loaded`` (a tarq LoadedModel) and write the quantized-model directory ``out_dir``.
+
+    ``fmt``: one lattice for every weight, or a ``TypePolicy`` (per-name overrides, e.g. a Q8_0 audio tower)."""
     from ..qmodel import QuantizedTensor, save_quantized_model
 
     cfg = cfg or CalibConfig()
@@ -95,6 +98,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utteran
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
     adapter = get_adapter(getattr(loaded, "family", "whisper"))
+    policy = as_policy(fmt)
     model = loaded.model.eval()
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
@@ -116,9 +120,9 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utteran
     finally:
         model.to(home)   # the caller's model comes back where it was
 
-    quantized = {n: QuantizedTensor(r.codes.cpu().contiguous(), r.scales.cpu().contiguous(), fmt)
+    quantized = {n: QuantizedTensor(r.codes.cpu().contiguous(), r.scales.cpu().contiguous(), policy.format_for(n))
                  for n, r in result.quantized.items()}
-    tied = adapter.tied_parameters()
+    tied = adapter.tied_parameters(model)
     floats = {k: v.detach().float().cpu() for k, v in model.state_dict().items()
               if k not in quantized and k not in tied}
     config = json.loads(model.config.to_json_string())
@@ -126,7 +130,8 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat, utteran
     timing["total"] = time.perf_counter() - t_start
     report = {
         "method": method.config_dict(),
-        "format": {"name": fmt.name, "group_size": fmt.group_size},
+        "format": {"name": policy.default.name, "group_size": policy.default.group_size,
+                   **({"overrides": policy.describe()["overrides"]} if not policy.is_uniform else {})},
         "model": getattr(loaded, "name", None),
         "calibration": {"name": calib_name, **calib_config_dict(cfg), **calib_info},
         "seed": cfg.seed,

@@ -30,6 +30,7 @@ from ..methods.base import LinearResult, QuantMethod, h_inner
 from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
 from .stats import GroupStats, StatsAccumulator
+from .type_policy import TypePolicy, as_policy
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,17 @@ def _rows(x: torch.Tensor, sample: CalibSample, domain: str, cfg: CalibConfig) -
 
 
 def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
-                    method: QuantMethod, fmt: QuantFormat, cfg: CalibConfig) -> CalibrationResult:
-    """Quantize every weight of ``adapter.blocks(model)``; ``model`` (FP) is left untouched."""
+                    method: QuantMethod, fmt: QuantFormat | TypePolicy, cfg: CalibConfig) -> CalibrationResult:
+    """Quantize every weight of ``adapter.blocks(model)``; ``model`` (FP) is left untouched.
+
+    ``fmt``: one lattice for every weight, or a ``TypePolicy`` giving each group its own (e.g. a Q8_0 audio tower)."""
     from tqdm.auto import tqdm
 
     timer = Timer()
     blocks = adapter.blocks(model)
+    policy = as_policy(fmt)
+    policy.check([g.weights for b in blocks for s in b.stages for g in s.groups],
+                 {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)})
     quantized: dict[str, LinearResult] = {}
     layers: dict[str, dict[str, Any]] = {}
     n_positions: dict[str, int] = {}
@@ -119,6 +125,7 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 for stage in block.stages:
                     for g in stage.groups:
                         weights = {n: model.get_parameter(n).detach().float() for n in g.weights}
+                        fmt = policy.format_for_group(g.weights)
                         t0 = time.perf_counter()
                         res = method.quantize_group(weights, None, fmt)
                         timer.add("solve", t0)
@@ -130,7 +137,7 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
 
         device = next(model.parameters()).device
         samples = [s.to(device) for s in samples]
-        embed_names = set(adapter.tied_parameters().values())
+        embed_names = set(adapter.tied_parameters(model).values())
         track_fp = method.needs_fp_stream
         model_q = copy.deepcopy(model)
         model_fp = model
@@ -161,6 +168,7 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                     stats = stats_cache[g.key]
                     n_positions[g.key] = stats.n_common + stats.n_tail
                     weights = {n: model_q.get_parameter(n).detach().float().clone() for n in g.weights}
+                    fmt = policy.format_for_group(g.weights)
                     t0 = time.perf_counter()
                     res = _method_for(g, method, embed_names, cfg).quantize_group(weights, stats, fmt)
                     timer.add("solve", t0)

@@ -3,8 +3,8 @@
 A decoder position is *tail* (rare) when the word it is tagged with has
 ``wordfreq.zipf_frequency(word, "en") < k`` (k = 3.0: under one occurrence per million words).
 
-Token -> word alignment is by detokenization: a byte-level BPE token whose surface form starts with a
-space ("Ġ") opens a new word, every other token continues the current one. Choices (docs/methods.md):
+Token -> word alignment is by detokenization: a BPE token whose surface form starts with a space ("Ġ" in
+byte-level BPE, "▁" in Metaspace BPE) opens a new word, every other token continues the current one. Choices (docs/methods.md):
 
 * ``tag_by="target"`` (default): position t is tagged by the word of the token it *predicts*
   (``tokens[t+1]``), because that is the decision the calibration metric should protect.
@@ -25,7 +25,7 @@ import torch
 
 DEFAULT_ZIPF_THRESHOLD = 3.0
 TAG_BY = ("target", "input")
-_BPE_SPACE = "Ġ"
+_WORD_START = ("Ġ", "▁")   # byte-level BPE (GPT-2, Qwen) and Metaspace BPE (Moonshine, Llama) word-start marks
 
 
 def _is_punct(text: str) -> bool:
@@ -72,7 +72,7 @@ def align_tokens_to_words(tokenizer, token_ids: Sequence[int], special_ids: set[
             current = -1  # a special token ends the current word
             continue
         surface = tokenizer.convert_tokens_to_string([piece])
-        starts_word = piece.startswith(_BPE_SPACE) or surface.startswith(" ") or current < 0
+        starts_word = piece.startswith(_WORD_START) or surface.startswith(" ") or current < 0
         if starts_word:
             word_tokens.append([tid])
             current = len(word_tokens) - 1

@@ -13,10 +13,17 @@ METHOD_CHOICES = ("rtn", "gptq", "rarebal", "tarq", "qep")
 def register(subparsers) -> None:
     p = subparsers.add_parser("quantize", help="quantize a model (rtn, gptq, rarebal, tarq, qep)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
-    p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir")
+    p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir of Whisper, Qwen3-ASR or Moonshine "
+                                 "| cached hub id")
     p.add_argument("--method", default="tarq", choices=METHOD_CHOICES)
     p.add_argument("--format", default="q4_0", help="export lattice: q4_0 (default) or q8_0")
     p.add_argument("--group-size", type=int, default=32, help="32 (ggml block, default), 64 or 128")
+    p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
+                   help="quantize the weights whose Hugging Face name matches REGEX onto TYPE instead (repeatable; "
+                        "first match wins; weights quantized together, e.g. q/k/v, must match alike)")
+    p.add_argument("--audio-tower-type", default=None, metavar="TYPE",
+                   help="quantize the model's audio encoder (and projector) onto TYPE, e.g. q8_0 as CrispASR's own "
+                        "quantizer keeps Qwen3-ASR's audio tower")
     p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
@@ -41,14 +48,28 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _overrides(args) -> dict[str, str]:
+    """--tensor-type REGEX=TYPE items, in order (validated before any model loading)."""
+    out: dict[str, str] = {}
+    for item in args.tensor_type:
+        pattern, sep, type_name = item.rpartition("=")
+        if not sep or not pattern or not type_name:
+            raise ValueError(f"--tensor-type {item!r}: expected REGEX=TYPE, e.g. '^model\\.audio_tower\\.=q8_0'")
+        out[pattern] = type_name
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..calib.driver import quantize_loaded_model, resolve_device
     from ..calib.pipeline import CalibConfig
+    from ..calib.type_policy import TypePolicy
     from ..formats import get_format
     from ..methods import get_method
 
     resolve_device(args.device)   # fail before minutes of model loading and audio decoding
     fmt = get_format(args.format, args.group_size)
+    overrides = _overrides(args)
+    TypePolicy.build(fmt, {**overrides, **({"": args.audio_tower_type} if args.audio_tower_type else {})})  # validate
     method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha)
     utterances = []
     if method.needs_stats:
@@ -64,11 +85,15 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
 
     loaded = load_model(args.model)
+    if args.audio_tower_type:
+        pattern = loaded.spec.audio_tower_pattern
+        overrides = {pattern: args.audio_tower_type, **overrides}
+    policy = TypePolicy.build(fmt, overrides) if overrides else fmt
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, encoder_frames=args.encoder_frames, threads=args.threads,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
                       progress=not args.no_progress)
-    out = quantize_loaded_model(loaded, method, fmt, utterances, args.out, cfg,
+    out = quantize_loaded_model(loaded, method, policy, utterances, args.out, cfg,
                                 calib_name=str(args.calib) if args.calib else None)
     print(out)
     return 0

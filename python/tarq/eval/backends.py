@@ -4,7 +4,8 @@
     texts = backend.transcribe([audio_16k_float32, ...])
 
 * ``torch``: a model loaded by ``tarq.models.load_model(spec)`` (FP alias/dir, or a quantized-model directory,
-  which comes back fake-quantized) decoded by ``tarq.eval.decode.greedy_decode``.
+  which comes back fake-quantized) decoded by its family's torch decoder (Whisper: ``tarq.eval.decode.greedy_decode``
+  in ``TorchBackend``; Qwen3-ASR / Moonshine: ``tarq.models.<family>.decode``).
 * ``whisper.cpp``: an exported ggml ``.bin`` run by pywhispercpp (``tarq.export.runtimes``).
 * ``crispasr``: an exported model file run by CrispASR (``tarq.export.runtimes``).
 
@@ -81,6 +82,17 @@ def _no_speech_id(loaded) -> int | None:
 
 
 @register_backend("torch")
+def torch_backend(model, dtype=None, **options) -> Backend:
+    """The model family's PyTorch decoder (``ModelFamily.torch_backend``): Whisper -> ``TorchBackend`` below."""
+    if isinstance(model, (str, os.PathLike)):
+        from tarq.models import load_model
+
+        model = load_model(str(model), **({"dtype": dtype} if dtype is not None else {}))
+    from tarq.models.family import get_family
+
+    return get_family(getattr(model, "family", "whisper")).torch_backend(model, **options)
+
+
 class TorchBackend:
     """PyTorch greedy decoding of an HF Whisper model (FP or fake-quantized)."""
 

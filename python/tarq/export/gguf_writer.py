@@ -9,8 +9,9 @@ and the runtime's dialect, so it comes from a small registry of :class:`GgufFami
 
 * ``generic``: architecture ``tarq``, Hugging Face parameter names, the HF config as JSON under
   ``tarq.config``. Loads in any GGUF reader (gguf-py, ggml's gguf.cpp); no ASR runtime runs it.
-* Qwen3-ASR in CrispASR's dialect (``qwen3asr``) is a later addition: register it with
-  :func:`register_family`.
+
+Runtime dialects (Qwen3-ASR for CrispASR / qwen3-asr.cpp, Moonshine for CrispASR) are built by their families
+(``tarq.models.<family>.gguf``) on :mod:`gguf_dialect`; :func:`read_gguf` reads those files too.
 
 Whisper itself does not go to GGUF: whisper.cpp and CrispASR's whisper backend only load the
 legacy ``.bin`` (formats.md §1.1, §4.3); see :mod:`whisper_cpp`.

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from ..models.whisper.names import TIED
+
 _BLOCK_SUBS = {
     "self_attn.q_proj": "attn.query",
     "self_attn.k_proj": "attn.key",
@@ -46,8 +48,8 @@ _BLOCK_INV = {v: k for k, v in _BLOCK_SUBS.items()}
 _HF_LAYER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 _CPP_LAYER = re.compile(r"^(encoder|decoder)\.blocks\.(\d+)\.(.+)\.(weight|bias)$")
 
-# HF names that are not stored in a whisper.cpp file
-SKIPPED = ("proj_out.weight",)
+# HF names that are not stored in a whisper.cpp file: the tied output projection (one definition, in the family)
+SKIPPED = tuple(TIED)
 
 TOKEN_EMBEDDING = "decoder.token_embedding.weight"
 

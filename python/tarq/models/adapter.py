@@ -91,14 +91,13 @@ class ModelAdapter(ABC):
                 sample: CalibSample) -> dict:
         """Run the stage's (now quantized) weights and return the state at the next stage's input."""
 
-    def tied_parameters(self) -> dict[str, str]:
+    def tied_parameters(self, model: torch.nn.Module | None = None) -> dict[str, str]:
         """Parameter names that alias a quantized weight (not saved separately): alias -> quantized name."""
         return {}
 
 
 def get_adapter(family: str) -> ModelAdapter:
-    if family == "whisper":
-        from .whisper_adapter import WhisperAdapter
+    """The calibration adapter of a registered family (``tarq.models.family``)."""
+    from .family import get_family
 
-        return WhisperAdapter()
-    raise ValueError(f"no calibration adapter for model family {family!r} (supported: whisper)")
+    return get_family(family).adapter()

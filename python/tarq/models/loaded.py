@@ -1,4 +1,8 @@
-"""``LoadedModel``: a ready-to-run FP model with its tokenizer, feature extractor and prompt conventions."""
+"""``LoadedModel``: a ready-to-run FP (or fake-quantized) model with its tokenizer, feature extractor and family.
+
+Family-specific conventions (end-of-text token, forced prompt, summary) come from the family object
+(``tarq.models.family``), so this class is the same for every family.
+"""
 from __future__ import annotations
 
 import json
@@ -12,14 +16,21 @@ import torch
 
 @dataclass
 class LoadedModel:
-    model: torch.nn.Module               # transformers WhisperForConditionalGeneration, eval mode
-    tokenizer: Any                       # transformers WhisperTokenizerFast (repaired)
-    feature_extractor: Any               # transformers WhisperFeatureExtractor
+    model: torch.nn.Module               # a transformers model (Whisper / Qwen3-ASR / Moonshine), eval mode
+    tokenizer: Any                       # its tokenizer (Whisper: WhisperTokenizerFast, repaired)
+    feature_extractor: Any               # its feature extractor (log-mel or raw-waveform)
     name: str                            # alias or directory / hub id as given
-    source: dict[str, Any]               # where it came from: {"kind": "ct2"|"hf"|"tarq", "path": ..., ...}
+    source: dict[str, Any]               # where it came from: {"kind": "ct2"|"hf-dir"|"tarq"|..., "path": ...}
     multilingual: bool
     family: str = "whisper"
     language: str = "en"
+
+    @property
+    def spec(self):
+        """The family object (``tarq.models.family.ModelFamily``)."""
+        from .family import get_family
+
+        return get_family(self.family)
 
     # -- token ids -------------------------------------------------------------------------------------------
     def token_id(self, token: str) -> int:
@@ -30,10 +41,11 @@ class LoadedModel:
 
     @property
     def eot_id(self) -> int:
-        return self.token_id("<|endoftext|>")
+        """The token that ends a transcript (Whisper <|endoftext|>, Qwen3-ASR <|im_end|>, Moonshine </s>)."""
+        return self.spec.eot_id(self)
 
     @property
-    def sot_id(self) -> int:
+    def sot_id(self) -> int:          # Whisper's prompt tokens (KeyError for other vocabularies)
         return self.token_id("<|startoftranscript|>")
 
     @property
@@ -41,22 +53,16 @@ class LoadedModel:
         return self.token_id("<|notimestamps|>")
 
     def decoder_prompt_ids(self) -> list[int]:
-        """[sot, notimestamps] for English-only models, [sot, <|en|>, transcribe, notimestamps] otherwise."""
-        ids = [self.sot_id]
-        if self.multilingual:
-            ids += [self.token_id(f"<|{self.language}|>"), self.token_id("<|transcribe|>")]
-        return ids + [self.notimestamps_id]
+        """Tokens forced before the transcript: Whisper [sot, (<|en|>, transcribe,) notimestamps]; Moonshine [bos];
+        Qwen3-ASR the assistant turn after the audio ("<|im_start|>assistant\\nlanguage English<asr_text>")."""
+        return self.spec.decoder_prompt_ids(self)
 
     # -- description -----------------------------------------------------------------------------------------
     def model_summary(self) -> dict[str, Any]:
-        cfg = self.model.config
         n_params = sum(p.numel() for p in self.model.parameters())
-        return {
-            "name": self.name, "family": self.family, "source": self.source, "multilingual": self.multilingual,
-            "d_model": cfg.d_model, "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers,
-            "heads": cfg.encoder_attention_heads, "vocab_size": cfg.vocab_size, "n_mels": cfg.num_mel_bins,
-            "parameters": n_params, "prompt": self.decoder_prompt_ids(), "eot": self.eot_id,
-        }
+        return {"name": self.name, "family": self.family, "source": self.source, "multilingual": self.multilingual,
+                **self.spec.summary(self), "parameters": n_params, "prompt": self.decoder_prompt_ids(),
+                "eot": self.eot_id}
 
     # -- persistence -----------------------------------------------------------------------------------------
     def save_pretrained_extras(self, directory: str | os.PathLike) -> None:
@@ -69,5 +75,5 @@ class LoadedModel:
         if gen is not None:
             gen.save_pretrained(str(d))
         (d / "tarq_model_info.json").write_text(json.dumps(
-            {"name": self.name, "multilingual": self.multilingual, "language": self.language,
+            {"name": self.name, "family": self.family, "multilingual": self.multilingual, "language": self.language,
              "source": self.source}, indent=2, default=str))

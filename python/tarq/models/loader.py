@@ -1,82 +1,63 @@
-"""``load_model(spec)``: one entry point for aliases, CTranslate2 dirs, HF dirs / hub ids and tarq quantized dirs."""
+"""``load_model(spec)``: one entry point for every family and layout; the family registry decides who loads what."""
 from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import torch
 
-from .aliases import is_alias, resolve_alias
-from .build import build_whisper
-from .ct2 import read_ct2_config, read_ct2_model, whisper_config_dict, whisper_state_dict
-from .generation import whisper_generation_config
+from .family import families, family_for_model_type, get_family
+from .hub import read_config, resolve_hub_id
 from .loaded import LoadedModel
-from .tokenizer_fixes import MULTILINGUAL_MIN_VOCAB, build_whisper_tokenizer, fixed_tokenizer_json
 
 log = logging.getLogger(__name__)
 
 
-
-def _feature_extractor(n_mels: int):
-    from transformers import WhisperFeatureExtractor
-
-    return WhisperFeatureExtractor(feature_size=n_mels)
-
-
-def is_ct2_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "model.bin").is_file()
+def _alias_family(name: str):
+    for fam in families():
+        if name in fam.aliases():
+            return fam
+    return None
 
 
-def load_ct2_dir(path: str | os.PathLike, *, name: str | None = None, dtype=torch.float32) -> LoadedModel:
-    d = Path(path)
-    t0 = time.perf_counter()
-    m = read_ct2_model(d / "model.bin")
-    n_vocab = int(m.get("decoder/embeddings/weight").shape[0])
-    tok_file = d / "tokenizer.json"
-    if not tok_file.is_file():
-        raise FileNotFoundError(f"{tok_file}: CTranslate2 Whisper directory has no tokenizer.json")
-    tok_json, ids = fixed_tokenizer_json(tok_file, n_vocab)
-    multilingual = n_vocab >= MULTILINGUAL_MIN_VOCAB
-    ct2_cfg = read_ct2_config(d)
-    cfg = whisper_config_dict(m, {"eot": ids.eot, "sot": ids.sot})
-    model = build_whisper(cfg, whisper_state_dict(m), source=str(d / "model.bin"), dtype=dtype)
-    del m
-    model.generation_config = whisper_generation_config(
-        ids, multilingual=multilingual, suppress_tokens=ct2_cfg.get("suppress_ids", []),
-        begin_suppress_tokens=ct2_cfg.get("suppress_ids_begin", []), max_length=cfg["max_target_positions"],
-        alignment_heads=ct2_cfg.get("alignment_heads"))
-    tokenizer = build_whisper_tokenizer(tok_json, multilingual)
-    log.debug("loaded CTranslate2 model %s in %.2f s", d, time.perf_counter() - t0)
-    return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=_feature_extractor(cfg["num_mel_bins"]),
-                       name=name or str(d), source={"kind": "ct2", "path": str(d)}, multilingual=multilingual)
+def _load_dir(d: Path, *, name: str, kind: str, dtype) -> LoadedModel:
+    from ..qmodel import is_quantized_dir, load_quantized_dir
+
+    if is_quantized_dir(d):
+        ckpt = load_quantized_dir(d)
+        try:
+            fam = get_family(ckpt.family)
+        except ValueError as e:
+            raise ValueError(f"{d / 'tarq.json'}: {e}") from None
+        return fam.load_quantized(ckpt, dtype=dtype)
+    for fam in families():
+        if fam.recognises(d):
+            return fam.load_directory(d, name=name, dtype=dtype)
+    if (d / "config.json").is_file():
+        config = read_config(d)
+        fam = family_for_model_type(config.get("model_type"), d / "config.json")
+        return fam.load_pretrained(d, name=name, source_kind=kind, dtype=dtype)
+    raise ValueError(f"{d}: not a recognised model directory (expected config.json + weights for Hugging Face, "
+                     f"model.bin for CTranslate2 Whisper, or tarq.json for a quantized model)")
 
 
 def load_model(spec: str | os.PathLike, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a Whisper model for quantization / evaluation.
+    """Load a model for quantization / evaluation.
 
-    ``spec``: an alias ("tiny.en", "base"), a CTranslate2 / faster-whisper directory, a tarq quantized-model
-    directory, a Hugging Face model directory, or a Hugging Face hub id present in the local cache (offline).
+    ``spec``: an alias ("tiny.en", "base"), a tarq quantized-model directory, a Hugging Face model directory of a
+    supported family (Whisper, Qwen3-ASR, Moonshine), a CTranslate2 / faster-whisper Whisper directory, or a Hugging
+    Face hub id present in the local cache (offline; nothing is ever downloaded).
     """
-    from ..qmodel import is_quantized_dir
-    from .hf import load_hf, load_tarq_dir
-
     s = os.fspath(spec)
-    if is_alias(s):  # aliases win; a directory with the same name is reached as "./base"
-        return load_ct2_dir(resolve_alias(s), name=s, dtype=dtype)
+    fam = _alias_family(s)
+    if fam is not None:  # aliases win; a directory with the same name is reached as "./base"
+        return fam.load_alias(s, dtype=dtype)
     p = Path(s).expanduser()
     if p.is_dir():
-        if is_quantized_dir(p):
-            return load_tarq_dir(p, dtype=dtype)
-        if is_ct2_dir(p):
-            return load_ct2_dir(p, dtype=dtype)
-        if (p / "config.json").is_file():
-            return load_hf(str(p), dtype=dtype)
-        raise ValueError(f"{p}: not a recognised model directory (expected model.bin for CTranslate2, "
-                         f"config.json + weights for Hugging Face, or tarq.json for a quantized model)")
+        return _load_dir(p, name=str(p), kind="hf-dir", dtype=dtype)
     if p.exists():
         raise ValueError(f"{p}: expected a model directory, got a file")
     if s.startswith((".", "/", "~")) or os.sep in s and s.count("/") != 1:
         raise FileNotFoundError(f"{s}: model directory not found")
-    return load_hf(s, dtype=dtype)
+    return _load_dir(resolve_hub_id(s), name=s, kind="hf-hub-cache", dtype=dtype)

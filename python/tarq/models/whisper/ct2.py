@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .._atomic import atomic_write
+from ..._atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..calib.rarity import tag_positions
-from .adapter import FRAMES, Block, CalibSample, LinearGroup, ModelAdapter, Stage
+from ...calib.rarity import tag_positions
+from ..adapter import FRAMES, Block, CalibSample, LinearGroup, ModelAdapter, Stage
+from .names import TIED, TOKEN_EMBEDDING
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = 320  # hop 160 x conv2 stride 2
 CROSS_KV_KEY = "model.decoder.encoder_attn.kv"
-EMBED = "model.decoder.embed_tokens"
+EMBED = TOKEN_EMBEDDING.removesuffix(".weight")
 
 
 def _w(prefix: str, *names: str) -> tuple[str, ...]:
@@ -65,8 +66,8 @@ class WhisperAdapter(ModelAdapter):
         )))
         return out
 
-    def tied_parameters(self) -> dict[str, str]:
-        return {"proj_out.weight": f"{EMBED}.weight"}
+    def tied_parameters(self, model=None) -> dict[str, str]:
+        return dict(TIED)
 
     # ---------------------------------------------------------------- samples
     def prepare_sample(self, loaded, utt_id, audio, text, *, zipf_threshold, tag_by) -> CalibSample:

@@ -1,40 +1,26 @@
-"""Hugging Face Whisper checkpoints (local dirs or cached hub ids, offline) and tarq quantized-model dirs."""
+"""Hugging Face Whisper checkpoints (local dirs; hub ids are resolved offline by the loader) and tarq quantized dirs."""
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from ..hub import load_pretrained_checked
+from ..loaded import LoadedModel
 from .build import build_whisper
-from .loaded import LoadedModel
+from .names import TIED
 from .tokenizer_fixes import MULTILINGUAL_MIN_VOCAB, SpecialIds, build_whisper_tokenizer, fixed_tokenizer_json
 
 log = logging.getLogger(__name__)
-
-
-
-def _resolve_hub_id(repo_id: str) -> Path:
-    """Local snapshot of a hub id from the HF cache; never downloads (this tool works offline)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception as e:  # LocalEntryNotFoundError, HFValidationError, ...
-        raise FileNotFoundError(
-            f"{repo_id}: not a local directory, not a known alias, and not in the Hugging Face cache "
-            f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}); "
-            f"downloads are disabled here, so fetch it elsewhere and pass its directory ({type(e).__name__})") from None
 
 
 def _check_whisper(config: dict, source: str) -> None:
     mt = config.get("model_type")
     if mt != "whisper":
         archs = config.get("architectures")
-        raise ValueError(f"{source}: unsupported architecture model_type={mt!r} {archs or ''}; "
-                         f"tarq supports Whisper (model_type 'whisper') only")
+        raise ValueError(f"{source}: model_type={mt!r} {archs or ''} is not a Whisper model")
 
 
 def _tokenizer_from_dir(d: Path, vocab_size: int, multilingual: bool) -> tuple[object, SpecialIds | None]:
@@ -86,46 +72,31 @@ def _is_multilingual(d: Path, vocab_size: int) -> bool:
     return vocab_size >= MULTILINGUAL_MIN_VOCAB
 
 
-def load_hf(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    from transformers import WhisperForConditionalGeneration
+def load_hf(d: Path, *, name: str, kind: str = "hf-dir", dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """A Hugging Face Whisper directory (``config.json`` model_type "whisper"); every tensor checked first."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    d = Path(spec).expanduser()
-    kind = "hf-dir"
-    if not d.is_dir():
-        d, kind = _resolve_hub_id(spec), "hf-hub-cache"
-    cfg_file = d / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{cfg_file}: not found; not a Hugging Face model directory")
-    config = json.loads(cfg_file.read_text())
-    _check_whisper(config, str(cfg_file))
-    try:
-        model = WhisperForConditionalGeneration.from_pretrained(str(d), dtype=dtype, local_files_only=True)
-    except OSError as e:
-        raise FileNotFoundError(f"{d}: cannot load Whisper weights ({e})") from None
-    model.eval()
+    config = WhisperConfig.from_pretrained(str(d), local_files_only=True)
+    model = load_pretrained_checked(WhisperForConditionalGeneration, config, d, dtype=dtype, optional=set(TIED))
     vocab = model.config.vocab_size
     multilingual = _is_multilingual(d, vocab)
     tokenizer, ids = _tokenizer_from_dir(d, vocab, multilingual)
     model.generation_config = _generation_config(d, model, ids, multilingual)
     return LoadedModel(model=model, tokenizer=tokenizer,
                        feature_extractor=_feature_extractor_from_dir(d, model.config.num_mel_bins),
-                       name=spec, source={"kind": kind, "path": str(d)}, multilingual=multilingual)
+                       name=name, source={"kind": kind, "path": str(d)}, multilingual=multilingual)
 
 
-def load_tarq_dir(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_tarq_dir(ckpt, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Rebuild the fake-quantized model: every quantized weight is its exact dequantized value (codes * scales)."""
-    from ..qmodel import load_quantized_dir
-
-    d = Path(path)
-    ckpt = load_quantized_dir(d)
-    if ckpt.family != "whisper":
-        raise ValueError(f"{d / 'tarq.json'}: model family {ckpt.family!r} is not supported (only whisper)")
+    d = Path(ckpt.path)
     _check_whisper(ckpt.config, str(d / "config.json"))
     sd = ckpt.state_dict()
-    if "proj_out.weight" in sd:
-        # The output projection is tied to the (quantized) embedding, whatever copy was saved.
-        log.debug("%s: ignoring saved proj_out.weight; tying to the quantized embedding", d)
-        sd.pop("proj_out.weight")
+    for alias in TIED:
+        if alias in sd:
+            # The output projection is tied to the (quantized) embedding, whatever copy was saved.
+            log.debug("%s: ignoring saved %s; tying to the quantized embedding", d, alias)
+            sd.pop(alias)
     cfg = {k: v for k, v in ckpt.config.items() if k not in ("transformers_version", "_name_or_path")}
     model = build_whisper(cfg, sd, source=str(d), dtype=dtype)
     vocab = model.config.vocab_size

@@ -5,10 +5,9 @@ import logging
 
 import torch
 
-log = logging.getLogger(__name__)
+from .names import OUTPUT_PROJECTION as _TIED, TOKEN_EMBEDDING as _EMBED
 
-_TIED = "proj_out.weight"
-_EMBED = "model.decoder.embed_tokens.weight"
+log = logging.getLogger(__name__)
 
 
 def build_whisper(config: dict | object, state_dict: dict[str, torch.Tensor], *, source: str,

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._atomic import atomic_path, atomic_write
+from ..._atomic import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
