@@ -33,7 +33,7 @@ from .stats import GroupStats, StatsAccumulator
 
 log = logging.getLogger(__name__)
 
-ENCODER_FRAMES = ("all", "speech")
+ENCODER_FRAMES = ("sampled", "all", "speech")
 EMBEDDING_MODES = ("method", "rtn")
 
 
@@ -43,7 +43,13 @@ class CalibConfig:
     seed: int = 0
     zipf_threshold: float = 3.0
     tag_by: str = "target"            # "target" | "input" (calib/rarity.py)
-    encoder_frames: str = "all"       # "all": the 30 s padded window inference sees; "speech": frames covering audio
+    # Encoder positions in the statistics (docs/methods.md §2). "sampled": every frame covering audio plus
+    # pad_margin frames after it, and of the padding that fills the rest of the 30 s window one frame in every
+    # pad_stride, weighted by the frames it stands for; "all": every frame of the window (exact, slower);
+    # "speech": only the frames covering audio. The forward always runs the whole window.
+    encoder_frames: str = "sampled"
+    pad_stride: int = 8
+    pad_margin: int = 16
     threads: int = 2
     device: str = "cpu"               # where the forward passes, statistics and solves run ("cuda", "cuda:1")
     progress: bool = True
@@ -61,15 +67,19 @@ class CalibConfig:
             raise ValueError(f"encoder_frames must be one of {ENCODER_FRAMES}, got {self.encoder_frames!r}")
         if self.n_calib <= 0:
             raise ValueError(f"n_calib must be positive, got {self.n_calib}")
+        if self.pad_stride < 1 or self.pad_margin < 0:
+            raise ValueError(f"pad_stride must be >= 1 and pad_margin >= 0, got {self.pad_stride}, {self.pad_margin}")
 
 
 @dataclass
 class Timer:
     seconds: dict[str, float] = field(default_factory=Counter)
+    spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)   # for peak RSS per phase
 
     def add(self, key: str, t0: float) -> float:
         t1 = time.perf_counter()
         self.seconds[key] += t1 - t0
+        self.spans.setdefault(key, []).append((t0, t1))
         return t1
 
 
@@ -79,6 +89,7 @@ class CalibrationResult:
     layers: dict[str, dict[str, Any]]
     timing: dict[str, float]
     n_positions: dict[str, int]
+    spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def select_subset(items: Sequence, n: int, seed: int) -> list:
@@ -90,16 +101,39 @@ def select_subset(items: Sequence, n: int, seed: int) -> list:
     return [items[i] for i in idx]
 
 
-def _rows(x: torch.Tensor, sample: CalibSample, domain: str, cfg: CalibConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Select the positions that enter the statistics and their tail tags."""
-    if domain == FRAMES:
-        tail = sample.frame_tail
-        if cfg.encoder_frames == "speech":
-            n = sample.n_speech_frames
-            x = x[:n]
-            tail = tail[:n] if tail is not None else None
-        return x, tail
-    return x, sample.tail
+def padding_subsample(n_frames: int, first_pad: int, stride: int) -> list[tuple[torch.Tensor, float]]:
+    """Frames standing for the padding [first_pad, n_frames): the middle frame of every run of ``stride``
+    consecutive frames, weighted by the run's length -> [(indices, weight)] (one entry per distinct weight)."""
+    if first_pad >= n_frames:
+        return []
+    starts = torch.arange(first_pad, n_frames, stride)
+    lengths = (n_frames - starts).clamp(max=stride)
+    out = []
+    for w in sorted(set(lengths.tolist()), reverse=True):
+        sel = lengths == w
+        out.append((starts[sel] + w // 2, float(w)))
+    return out
+
+
+def _row_chunks(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample, domain: str, cfg: CalibConfig):
+    """The positions that enter the statistics: [(rows, FP rows, tail tags, weight)]."""
+    if domain != FRAMES:
+        return [(x, x_fp, sample.tail, 1.0)]
+    tail = sample.frame_tail
+    if cfg.encoder_frames == "all":
+        return [(x, x_fp, tail, 1.0)]
+    n_speech = sample.n_speech_frames
+    exact = n_speech if cfg.encoder_frames == "speech" else min(x.shape[0], n_speech + cfg.pad_margin)
+    chunks = [(x[:exact], x_fp[:exact] if x_fp is not None else None, tail[:exact] if tail is not None else None,
+               1.0)]
+    if cfg.encoder_frames == "sampled" and cfg.pad_stride > 1:
+        for idx, w in padding_subsample(x.shape[0], exact, cfg.pad_stride):
+            idx = idx.to(x.device)
+            chunks.append((x[idx], x_fp[idx] if x_fp is not None else None,
+                           tail[idx] if tail is not None else None, w))
+    elif cfg.encoder_frames == "sampled":   # stride 1: every frame, i.e. "all"
+        chunks = [(x, x_fp, tail, 1.0)]
+    return chunks
 
 
 def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
@@ -154,9 +188,10 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
             for si, stage in enumerate(block.stages):
                 bar.set_postfix_str(f"{block.name.split('model.')[-1]} {stage.name}")
                 need = [g for g in stage.groups if g.key not in stats_cache]
+                fp_advanced = False
                 if need:
-                    _accumulate(adapter, model_q, model_fp if track_fp else None, block, si, need, samples,
-                                states_q, states_fp, stats_cache, cfg, timer)
+                    fp_advanced = _accumulate(adapter, model_q, model_fp if track_fp else None, block, si, need,
+                                              samples, states_q, states_fp, stats_cache, cfg, timer)
                 for g in stage.groups:
                     stats = stats_cache[g.key]
                     n_positions[g.key] = stats.n_common + stats.n_tail
@@ -177,12 +212,12 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 t0 = time.perf_counter()
                 for i, s in enumerate(samples):
                     states_q[i] = adapter.advance(model_q, block, si, states_q[i], s)
-                    if track_fp:
+                    if track_fp and not fp_advanced:
                         states_fp[i] = adapter.advance(model_fp, block, si, states_fp[i], s)
                 timer.add("forward", t0)
             log.debug("%s quantized (%.1f s elapsed; %s)", block.name, time.perf_counter() - t_run,
                       ", ".join(f"{k} {v:.1f}s" for k, v in timer.seconds.items()))
-    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
+    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions, timer.spans)
 
 
 def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibConfig) -> QuantMethod:
@@ -198,7 +233,12 @@ def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibCon
     return method
 
 
-def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg, timer):
+def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg,
+                timer) -> bool:
+    """Statistics of ``groups`` over all utterances. The FP stream's weights never change, so each utterance's
+    FP state is advanced past the stage right after its inputs are used (same operations, same values as
+    advancing it after the solve) and nothing of it (e.g. fc2's [frames, 4d] input) is kept across
+    utterances. Returns whether the FP stream was advanced."""
     keys = {g.key for g in groups}
     accs: dict[str, StatsAccumulator] = {}
     for i, s in enumerate(samples):
@@ -207,17 +247,23 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
         xfp = adapter.stage_inputs(model_fp, block, si, states_fp[i], s, keys) if model_fp is not None else None
         t0 = timer.add("forward", t0)
         for g in groups:
-            x, tail = _rows(xq[g.key], s, g.domain, cfg)
-            x_fp = _rows(xfp[g.key], s, g.domain, cfg)[0] if xfp is not None else None
             if g.key not in accs:
-                accs[g.key] = StatsAccumulator(x.shape[-1], track_delta=model_fp is not None, device=x.device)
+                accs[g.key] = StatsAccumulator(xq[g.key].shape[-1], track_delta=model_fp is not None,
+                                               device=xq[g.key].device)
             try:
-                accs[g.key].add(x, x_fp, tail)
+                for x, x_fp, tail, weight in _row_chunks(xq[g.key], xfp[g.key] if xfp is not None else None, s,
+                                                          g.domain, cfg):
+                    accs[g.key].add(x, x_fp, tail, weight)
             except ValueError as e:
                 raise ValueError(f"{', '.join(g.weights)}: {e} (utterance {s.id})") from None
-        timer.add("stats", t0)
+        t0 = timer.add("stats", t0)
+        if model_fp is not None:
+            del xfp
+            states_fp[i] = adapter.advance(model_fp, block, si, states_fp[i], s)
+            timer.add("forward", t0)
     for k, acc in accs.items():
         stats_cache[k] = acc.finalize()
+    return model_fp is not None
 
 
 def _check_result(name: str, W: torch.Tensor, r: LinearResult, fmt: QuantFormat) -> None:
