@@ -58,3 +58,50 @@ def test_nonfinite_activations_rejected():
         assert "non-finite" in str(e)
     else:
         raise AssertionError("NaN activations were accepted")
+
+
+def test_weighted_rows_and_symmetry():
+    """weight w counts a row w times; the native lower-triangle update is mirrored to an exactly symmetric H."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(50, 16, generator=g)
+    a, b = StatsAccumulator(16, track_delta=True), StatsAccumulator(16, track_delta=True)
+    fp = x + 0.1
+    a.add(x, fp, weight=3.0)
+    for _ in range(3):
+        b.add(x, fp)
+    sa, sb = a.finalize(), b.finalize()
+    assert sa.n_common == sb.n_common == 150 and sa.n_tail == 0
+    torch.testing.assert_close(sa.H_common, sb.H_common, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(sa.H_delta, sb.H_delta, rtol=1e-6, atol=1e-5)
+    assert torch.equal(sa.H_common, sa.H_common.T)
+    assert torch.count_nonzero(sa.H_tail) == 0
+    torch.testing.assert_close(sa.H_common, 3 * x.double().T @ x.double(), rtol=1e-5, atol=1e-4)
+
+
+def test_padding_subsample_weights_cover_the_padding_once():
+    from tarq.calib.pipeline import padding_subsample
+
+    for first, stride, pick in ((300, 8, "golden"), (1493, 8, "middle"), (0, 5, "golden"), (1500, 8, "golden")):
+        parts = padding_subsample(1500, first, stride, pick)
+        idx = torch.cat([i for i, _ in parts]) if parts else torch.empty(0, dtype=torch.long)
+        total = sum(w * i.numel() for i, w in parts)
+        assert total == 1500 - first
+        assert idx.unique().numel() == idx.numel() and (idx >= first).all() and (idx < 1500).all()
+        # one kept frame per run of `stride` frames
+        assert torch.equal(torch.sort((idx - first) // stride).values, torch.arange(idx.numel()))
+    golden = torch.cat([i for i, _ in padding_subsample(1500, 0, 8, "golden")])
+    assert len(set((golden % 8).tolist())) == 8   # no fixed phase (a fixed stride aliases with position embeddings)
+
+
+def test_sampled_encoder_rows_weigh_the_whole_window():
+    from tarq.calib.pipeline import CalibConfig, _row_chunks
+    from tarq.models.adapter import FRAMES, CalibSample
+
+    s = CalibSample("u", torch.zeros(1), [0, 1], torch.zeros(1, dtype=torch.bool), n_speech_frames=270)
+    x = torch.arange(1500.0)[:, None].repeat(1, 4)
+    chunks = _row_chunks(x, None, s, FRAMES, CalibConfig(encoder_frames="sampled", pad_stride=8, pad_margin=16))
+    assert sum(w * c[0].shape[0] for *c, w in [(c[0], c[3]) for c in chunks]) == 1500
+    assert torch.equal(chunks[0][0], x[:286]) and chunks[0][3] == 1.0
+    assert sum(c[0].shape[0] for c in chunks) == 286 + (1500 - 286 + 7) // 8
+    assert _row_chunks(x, None, s, FRAMES, CalibConfig(encoder_frames="all"))[0][0] is x
+    assert _row_chunks(x, None, s, FRAMES, CalibConfig(encoder_frames="speech"))[0][0].shape[0] == 270

@@ -27,12 +27,14 @@ def register(subparsers) -> None:
     p.add_argument("--cost-ratio", type=float, default=1.0, help="c in λ = c·tr(H_common)/tr(H_tail)")
     p.add_argument("--damp", type=float, default=0.01, help="relative damping (× mean diag H)")
     p.add_argument("--qep-alpha", type=float, default=0.5, help="QEP correction strength α")
-    p.add_argument("--encoder-frames", choices=("sampled", "all", "speech"), default="sampled",
+    # defaults live in one place, tarq.calib.pipeline.CalibConfig (docs/methods.md §2)
+    p.add_argument("--encoder-frames", choices=("sampled", "all", "speech"), default=None,
                    help="encoder positions in the statistics: frames covering audio + every --pad-stride-th padding "
-                        "frame, weighted (sampled, default), every frame of the 30 s window (all: exact, slower), "
-                        "or only frames covering audio (speech)")
-    p.add_argument("--pad-stride", type=int, default=8,
-                   help="with --encoder-frames sampled: one padding frame in N enters the statistics, weighted N")
+                        "frame, weighted (sampled, the default), every frame of the 30 s window (all: exact, "
+                        "slower), or only frames covering audio (speech)")
+    p.add_argument("--pad-stride", type=int, default=None,
+                   help="with --encoder-frames sampled: one padding frame in N enters the statistics, weighted N "
+                        "(default 4)")
     p.add_argument("--embedding", choices=("method", "rtn"), default="method",
                    help="tied token embedding / output projection: the chosen method on final-hidden-state "
                         "statistics (default) or whisper.cpp's RTN")
@@ -68,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
 
     loaded = load_model(args.model)
+    frames = {k: v for k, v in (("encoder_frames", args.encoder_frames), ("pad_stride", args.pad_stride))
+              if v is not None}
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
-                      tag_by=args.tag_by, encoder_frames=args.encoder_frames, pad_stride=args.pad_stride,
-                      threads=args.threads,
+                      tag_by=args.tag_by, **frames, threads=args.threads,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
                       progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, fmt, utterances, args.out, cfg,
