@@ -200,6 +200,9 @@ def render_markdown(result: dict) -> str:
         return f"_{result['skipped']}_"
     rows = []
     by = {(r["model"], r["method"], r["backend"]): r for r in result["runs"]}
+    # columns added by issue 13 (RSS per phase, baseline ratios) only where a run has them: older JSONs keep
+    # their original table
+    extra = any(r.get("peak_rss_mb_by_phase") or r.get("vs_baseline") for r in result["runs"])
     for r in result["runs"]:
         ref = by.get((r["model"], r["method"], "reference"))
         speed = (f"{ref['solve'] / r['solve']:.1f}×" if r["backend"] != "reference" and ref and r["solve"]
@@ -208,25 +211,32 @@ def render_markdown(result: dict) -> str:
         agree = r.get("native_vs_reference") or {}
         vb = r.get("vs_baseline") or {}
         phases = r.get("peak_rss_mb_by_phase") or {}
-        rows.append([r["model"], r["method"], r["n_calib"],
-                     r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
-                                     r["kernels_backend"] != r["backend"] else ""),
-                     fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
-                     fmt_num(r["statistics"], 1),
-                     fmt_num(r["solve"], 2), fmt_num(r["other"], 1), fmt_num(r.get("outside_s"), 1), speed,
-                     wall_speed,
-                     fmt_num(r["peak_rss_mb"], 0),
-                     " / ".join(f"{k} {v:.0f}" for k, v in phases.items()) or "–",
-                     fmt_num(vb.get("statistics_ratio"), 2), fmt_num(vb.get("wall_ratio"), 2),
-                     fmt_num(vb.get("peak_rss_ratio"), 2),
-                     fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else ""])
+        row = [r["model"], r["method"], r["n_calib"],
+               r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
+                               r["kernels_backend"] != r["backend"] else ""),
+               fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
+               fmt_num(r["statistics"], 1),
+               fmt_num(r["solve"], 2), fmt_num(r["other"], 1), fmt_num(r.get("outside_s"), 1), speed,
+               wall_speed,
+               fmt_num(r["peak_rss_mb"], 0)]
+        if extra:
+            row += [" / ".join(f"{k} {v:.0f}" for k, v in phases.items()) or "–",
+                    fmt_num(vb.get("statistics_ratio"), 2), fmt_num(vb.get("wall_ratio"), 2),
+                    fmt_num(vb.get("peak_rss_ratio"), 2)]
+        row.append(fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else "")
+        rows.append(row)
+    headers = ["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
+               "solve s", "other s", "load/save s", "solve speedup", "wall speedup", "peak RSS MB"]
+    align = "llrlrrrrrrrrrr"
+    if extra:
+        headers += ["peak RSS by phase MB", "stats / baseline", "wall / baseline", "RSS / baseline"]
+        align += "lrrr"
+    headers.append("codes equal (native vs ref)")
+    align += "r"
     m = result["meta"]
     cfg = result["config"]
     return (("**Partial run** (interrupted; finished rows only).\n\n" if result.get("partial") else "") +
-            markdown_table(["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s",
-                            "statistics s", "solve s", "other s", "load/save s", "solve speedup", "wall speedup",
-                            "peak RSS MB", "peak RSS by phase MB", "stats / baseline", "wall / baseline",
-                            "RSS / baseline", "codes equal (native vs ref)"], rows, "llrlrrrrrrrrrrlrrrr") +
+            markdown_table(headers, rows, align) +
             f"\n\nDevice {cfg['device']}, {cfg['threads']} threads, median of {cfg['repeats']} run(s) per row; "
             f"machine {m['machine']['cpu']} ({m['machine']['cpu_count']} cores), load average {m['loadavg_start']}"
             f" → {m['loadavg_end']}.")
