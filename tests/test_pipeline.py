@@ -257,3 +257,11 @@ def test_sampled_padding_weights_every_frame_and_all_is_exact(loaded, samples):
                               CalibConfig(progress=False))
     assert sampled.layers["model.encoder.layers.0.fc1.weight"]["n_common"] == len(samples) * 1500
     assert sampled.timing["stats"] > 0
+
+
+def test_rebuilding_stage_inputs_gives_the_same_codes(loaded, samples, tarq_result):
+    """keep_stage_inputs=False (bounded memory: fc2's input rebuilt in the advance pass) changes nothing."""
+    b = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("tarq"), FMT,
+                        CalibConfig(progress=False, keep_stage_inputs=False))
+    for k in tarq_result.quantized:
+        assert torch.equal(tarq_result.quantized[k].codes, b.quantized[k].codes), k

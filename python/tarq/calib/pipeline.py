@@ -29,6 +29,7 @@ from ..formats import QuantFormat
 from ..methods.base import LinearResult, QuantMethod, h_inner
 from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
+from .memory import release_free_memory
 from .stats import GroupStats, StatsAccumulator
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class CalibConfig:
     pad_stride: int = 4
     pad_margin: int = 16
     pad_pick: str = "middle"          # which frame of a run of pad_stride stands for it (padding_subsample)
+    # Keep a stage's inputs (Whisper: fc2's [1500, 4d] input) from the statistics pass to the advance pass of the
+    # quantized stream (faster) or rebuild them in the advance pass (one more fc1 per utterance; bounded memory).
+    keep_stage_inputs: bool = True
     threads: int = 2
     device: str = "cpu"               # where the forward passes, statistics and solves run ("cuda", "cuda:1")
     progress: bool = True
@@ -232,6 +236,7 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                     states_q[i] = adapter.advance(model_q, block, si, states_q[i], s)
                     if track_fp and not fp_advanced:
                         states_fp[i] = adapter.advance(model_fp, block, si, states_fp[i], s)
+                release_free_memory()
                 timer.add("forward", t0)
             log.debug("%s quantized (%.1f s elapsed; %s)", block.name, time.perf_counter() - t_run,
                       ", ".join(f"{k} {v:.1f}s" for k, v in timer.seconds.items()))
@@ -262,6 +267,9 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
     for i, s in enumerate(samples):
         t0 = time.perf_counter()
         xq = adapter.stage_inputs(model_q, block, si, states_q[i], s, keys)
+        if not cfg.keep_stage_inputs:
+            for key in adapter.recomputable_state:
+                states_q[i].pop(key, None)
         xfp = adapter.stage_inputs(model_fp, block, si, states_fp[i], s, keys) if model_fp is not None else None
         t0 = timer.add("forward", t0)
         for g in groups:
