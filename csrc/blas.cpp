@@ -30,6 +30,12 @@ const SingleThreaded& single_threaded() {
 #endif
 }  // namespace
 
+void init() {
+#ifdef TARQ_HAVE_BLAS
+    single_threaded();
+#endif
+}
+
 bool available() {
 #ifdef TARQ_HAVE_BLAS
     return true;
@@ -94,26 +100,6 @@ void trsm_right_lower_trans(int64_t M, int64_t N, const double* L, int64_t ldl, 
             for (int64_t p = 0; p < j; ++p) t -= b[p] * L[j * ldl + p];
             b[j] = t / L[j * ldl + j];
         }
-    }
-#endif
-}
-
-void trsm_left_lower(int64_t M, int64_t N, const double* L, int64_t ldl, double* X, int64_t ldx) {
-    if (M <= 0 || N <= 0) return;
-#ifdef TARQ_HAVE_BLAS
-    single_threaded();
-    scipy_cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, static_cast<blasint>(M),
-                      static_cast<blasint>(N), 1.0, L, static_cast<blasint>(ldl), X, static_cast<blasint>(ldx));
-#else
-    for (int64_t i = 0; i < M; ++i) {  // forward substitution, one row of X at a time
-        double* xi = X + i * ldx;
-        for (int64_t k = 0; k < i; ++k) {
-            const double l = L[i * ldl + k];
-            const double* xk = X + k * ldx;
-            for (int64_t c = 0; c < N; ++c) xi[c] -= l * xk[c];
-        }
-        const double inv = 1.0 / L[i * ldl + i];
-        for (int64_t c = 0; c < N; ++c) xi[c] *= inv;
     }
 #endif
 }

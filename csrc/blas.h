@@ -26,8 +26,13 @@ void gemm_sub(const Kernels& K, int64_t M, int64_t N, int64_t Kd, const double* 
 // B[M,N] := B L^-T for lower-triangular L [N,N] (row-major): the panel solve of a right-looking Cholesky.
 void trsm_right_lower_trans(int64_t M, int64_t N, const double* L, int64_t ldl, double* B, int64_t ldb);
 
-// X[M,N] := L^-1 X for lower-triangular L [M,M] (row-major, non-unit diagonal).
-void trsm_left_lower(int64_t M, int64_t N, const double* L, int64_t ldl, double* X, int64_t ldx);
+// In-place lower Cholesky factor of A [n, n] (row-major, lower triangle read and written; false when not positive
+// definite) and in-place inverse of a lower-triangular L. Only with BLAS (cholesky_blas.cpp); otherwise throw.
+bool cholesky_lower_inplace(double* A, int64_t n);
+void invert_lower_inplace(double* A, int64_t n);
+
+// Switch OpenBLAS's own pool to one thread (once); every entry point above calls it.
+void init();
 
 // H[i, j] += alpha * sum_t X[t, i] X[t, j] for j <= i (lower triangle; the upper one is not touched):
 // the symmetric rank-k update of the calibration statistics (TARQ paper eq. 7). X is [T, n] row-major float32,

@@ -20,10 +20,9 @@ double damp_schedule(double damp_frac, double mean_diag, int attempt) {
 
 namespace {
 
-// Panel width of the blocked factorisation: 128 with BLAS (its trailing GEMMs like a deeper K), 64 for the
-// built-in micro-kernel. Row tiles of the trailing update: 64 rows (one BLAS GEMM each) / 4 rows (built-in).
-int64_t panel_width() { return blas::available() ? 128 : 64; }
-int64_t tile_rows() { return blas::available() ? 64 : 4; }
+// Built-in path (no BLAS at build time; with BLAS see cholesky_blas.cpp). Panel width 64, trailing-update
+// row tiles of 4 rows (the micro-kernel's tile).
+constexpr int64_t NB = 64, TR = 4;
 
 // In-place lower Cholesky of A [n, n] (row-major). Returns false on a non-positive or non-finite pivot.
 // Right-looking blocked: factor the diagonal block, solve the panel below it (one triangular solve per
@@ -31,7 +30,6 @@ int64_t tile_rows() { return blas::available() ? 64 : 4; }
 // panel. Every split is fixed by n alone, so the result does not depend on the thread count.
 bool cholesky_lower(std::vector<double>& Av, int64_t n, const Kernels& K) {
     double* A = Av.data();
-    const int64_t NB = panel_width(), TR = tile_rows();
     std::vector<double> PT;
     for (int64_t k0 = 0; k0 < n; k0 += NB) {
         const int64_t k1 = std::min(n, k0 + NB), kb = k1 - k0;
@@ -79,16 +77,6 @@ void invert_lower(const std::vector<double>& Lv, int64_t n, const Kernels& K, st
     const double* L = Lv.data();
     double* X = Xv.data();
     const int64_t nblocks = (n + CB - 1) / CB;
-    if (blas::available()) {
-        // With BLAS: column block c of L^-1 is one triangular solve  L[c0:, c0:] X[c0:, c] = [I; 0].
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t b = 0; b < nblocks; ++b) {
-            const int64_t c0 = b * CB, c1 = std::min(n, c0 + CB);
-            for (int64_t i = c0; i < c1; ++i) X[i * n + i] = 1.0;
-            blas::trsm_left_lower(n - c0, c1 - c0, L + c0 * n + c0, n, X + c0 * n + c0, n);
-        }
-        return;
-    }
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t b = 0; b < nblocks; ++b) {
         const int64_t c0 = b * CB, c1 = std::min(n, c0 + CB), cw = c1 - c0;
@@ -145,11 +133,18 @@ CholeskyOut cholesky_inverse_upper(const double* H, int64_t n, double damp_frac,
             for (int64_t j = 0; j < i; ++j) A[i * n + j] = H[(n - 1 - j) * n + ri];
             A[i * n + i] = diag[ri] + lam;
         }
-        if (!cholesky_lower(A, n, K)) continue;
+        if (blas::available()) {  // recursive LAPACK/BLAS factor and in-place inverse (cholesky_blas.cpp)
+            if (!blas::cholesky_lower_inplace(A.data(), n)) continue;
+            blas::invert_lower_inplace(A.data(), n);
+            X.swap(A);                                   // only the lower triangle of X is read below
+            A.assign(static_cast<size_t>(n * n), 0.0);   // the next try rebuilds A's lower triangle
+        } else {  // built-in kernels (no BLAS at build time)
+            if (!cholesky_lower(A, n, K)) continue;
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; ++i)
-            for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0;  // clear the GEMM scratch above the diagonal
-        invert_lower(A, n, K, X);
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0;  // clear the GEMM scratch above the diagonal
+            invert_lower(A, n, K, X);
+        }
         out.U.assign(static_cast<size_t>(n * n), 0.0f);
         bool ok = true;
 #pragma omp parallel for schedule(static) reduction(&& : ok)
