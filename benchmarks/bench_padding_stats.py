@@ -32,7 +32,7 @@ def run(args) -> dict:
     ensure_tarq_importable()
     import torch
 
-    from tarq.calib.pipeline import CalibConfig, _row_chunks, select_subset
+    from tarq.calib.pipeline import CalibConfig, _select_rows, select_subset
     from tarq.calib.driver import prepare_samples
     from tarq.calib.stats import StatsAccumulator
     from tarq.data import load_dataset
@@ -72,8 +72,7 @@ def run(args) -> dict:
                     xs = adapter.stage_inputs(model, block, si, states[i], s, set(accs))
                     for key, per_cfg in accs.items():
                         for name, acc in per_cfg.items():
-                            for x, _, tail, w in _row_chunks(xs[key], None, s, FRAMES, cfgs[name]):
-                                acc.add(x, None, tail, w)
+                            acc.add(*_select_rows(xs[key], None, s, FRAMES, cfgs[name]))
                     states[i] = adapter.advance(model, block, si, states[i], s)
                 for key, per_cfg in accs.items():
                     g = next(g for g in stage.groups if g.key == key)
@@ -92,8 +91,8 @@ def run(args) -> dict:
                         if name == "all":
                             continue
                         H = stats[name].H
-                        n_rows = sum(c[0].shape[0] for s in samples
-                                     for c in _row_chunks(torch.empty(1500, 1), None, s, FRAMES, cfgs[name]))
+                        n_rows = sum(_select_rows(torch.empty(1500, 1), None, s, FRAMES, cfgs[name])[0].shape[0]
+                                     for s in samples)
                         rows.append({"group": key, "stride": int(name[1:]), "pick": cfgs[name].pad_pick,
                                      "rel_fro": float(torch.linalg.norm(H - H_all) / torch.linalg.norm(H_all)),
                                      "loss_ratio": loss(H) / base if base > 0 else None,

@@ -108,7 +108,10 @@ void syrk_lower_accumulate(int64_t T, int64_t n, const float* X, double alpha, d
     if (T <= 0 || n <= 0) return;
     constexpr int64_t BAND = 128;
     const int64_t bands = (n + BAND - 1) / BAND;
-#pragma omp parallel
+    // small updates (decoder positions: T ~ 20) run in the calling thread: a parallel region costs more than
+    // the work, and far more when other processes hold the cores
+    const bool parallel = T * n * n >= (int64_t(1) << 23);
+#pragma omp parallel if (parallel)
     {
         std::vector<float> C;  // per-thread scratch: one band [rows, i1] of X^T X
 #pragma omp for schedule(dynamic, 1)

@@ -94,14 +94,31 @@ def test_padding_subsample_weights_cover_the_padding_once():
 
 
 def test_sampled_encoder_rows_weigh_the_whole_window():
-    from tarq.calib.pipeline import CalibConfig, _row_chunks
+    from tarq.calib.pipeline import CalibConfig, _select_rows
     from tarq.models.adapter import FRAMES, CalibSample
 
     s = CalibSample("u", torch.zeros(1), [0, 1], torch.zeros(1, dtype=torch.bool), n_speech_frames=270)
     x = torch.arange(1500.0)[:, None].repeat(1, 4)
-    chunks = _row_chunks(x, None, s, FRAMES, CalibConfig(encoder_frames="sampled", pad_stride=8, pad_margin=16))
-    assert sum(w * c[0].shape[0] for *c, w in [(c[0], c[3]) for c in chunks]) == 1500
-    assert torch.equal(chunks[0][0], x[:286]) and chunks[0][3] == 1.0
-    assert sum(c[0].shape[0] for c in chunks) == 286 + (1500 - 286 + 7) // 8
-    assert _row_chunks(x, None, s, FRAMES, CalibConfig(encoder_frames="all"))[0][0] is x
-    assert _row_chunks(x, None, s, FRAMES, CalibConfig(encoder_frames="speech"))[0][0].shape[0] == 270
+    rows, _, tail, w = _select_rows(x, None, s, FRAMES, CalibConfig(encoder_frames="sampled", pad_stride=8,
+                                                                     pad_margin=16))
+    assert float(w.sum()) == 1500 and tail is None
+    assert torch.equal(rows[:286], x[:286]) and bool((w[:286] == 1).all())
+    assert rows.shape[0] == 286 + (1500 - 286 + 7) // 8
+    assert _select_rows(x, None, s, FRAMES, CalibConfig(encoder_frames="all"))[0] is x
+    assert _select_rows(x, None, s, FRAMES, CalibConfig(encoder_frames="speech"))[0].shape[0] == 270
+
+
+def test_weighted_rows_equal_repeated_rows_in_one_call():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 8, generator=g)
+    fp = x + 0.2 * torch.randn(12, 8, generator=g)
+    w = torch.tensor([1.0] * 6 + [4.0] * 5 + [3.0])
+    a = StatsAccumulator(8, track_delta=True)
+    a.add(x, fp, None, w)
+    rep = w.long()
+    b = StatsAccumulator(8, track_delta=True)
+    b.add(x.repeat_interleave(rep, 0), fp.repeat_interleave(rep, 0))
+    sa, sb = a.finalize(), b.finalize()
+    assert sa.n_common == sb.n_common == 29
+    torch.testing.assert_close(sa.H_common, sb.H_common, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sa.H_delta, sb.H_delta, rtol=1e-5, atol=1e-5)

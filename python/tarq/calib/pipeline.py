@@ -137,25 +137,22 @@ def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "m
     return out
 
 
-def _row_chunks(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample, domain: str, cfg: CalibConfig):
-    """The positions that enter the statistics: [(rows, FP rows, tail tags, weight)]."""
+def _select_rows(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample, domain: str, cfg: CalibConfig):
+    """The positions that enter the statistics -> (rows, FP rows, tail tags, weights or None = all 1)."""
     if domain != FRAMES:
-        return [(x, x_fp, sample.tail, 1.0)]
+        return x, x_fp, sample.tail, None
     tail = sample.frame_tail
-    if cfg.encoder_frames == "all":
-        return [(x, x_fp, tail, 1.0)]
+    if cfg.encoder_frames == "all" or (cfg.encoder_frames == "sampled" and cfg.pad_stride == 1):
+        return x, x_fp, tail, None
     n_speech = sample.n_speech_frames
-    exact = n_speech if cfg.encoder_frames == "speech" else min(x.shape[0], n_speech + cfg.pad_margin)
-    chunks = [(x[:exact], x_fp[:exact] if x_fp is not None else None, tail[:exact] if tail is not None else None,
-               1.0)]
-    if cfg.encoder_frames == "sampled" and cfg.pad_stride > 1:
-        for idx, w in padding_subsample(x.shape[0], exact, cfg.pad_stride, cfg.pad_pick):
-            idx = idx.to(x.device)
-            chunks.append((x[idx], x_fp[idx] if x_fp is not None else None,
-                           tail[idx] if tail is not None else None, w))
-    elif cfg.encoder_frames == "sampled":   # stride 1: every frame, i.e. "all"
-        chunks = [(x, x_fp, tail, 1.0)]
-    return chunks
+    if cfg.encoder_frames == "speech":
+        return x[:n_speech], x_fp[:n_speech] if x_fp is not None else None, \
+            tail[:n_speech] if tail is not None else None, None
+    exact = min(x.shape[0], n_speech + cfg.pad_margin)
+    parts = padding_subsample(x.shape[0], exact, cfg.pad_stride, cfg.pad_pick)
+    idx = torch.cat([torch.arange(exact)] + [i for i, _ in parts]).to(x.device)
+    weights = torch.cat([torch.ones(exact)] + [torch.full((i.numel(),), w) for i, w in parts]).to(x.device)
+    return x[idx], x_fp[idx] if x_fp is not None else None, tail[idx] if tail is not None else None, weights
 
 
 def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
@@ -277,9 +274,7 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
                 accs[g.key] = StatsAccumulator(xq[g.key].shape[-1], track_delta=model_fp is not None,
                                                device=xq[g.key].device)
             try:
-                for x, x_fp, tail, weight in _row_chunks(xq[g.key], xfp[g.key] if xfp is not None else None, s,
-                                                          g.domain, cfg):
-                    accs[g.key].add(x, x_fp, tail, weight)
+                accs[g.key].add(*_select_rows(xq[g.key], xfp[g.key] if xfp is not None else None, s, g.domain, cfg))
             except ValueError as e:
                 raise ValueError(f"{', '.join(g.weights)}: {e} (utterance {s.id})") from None
         t0 = timer.add("stats", t0)

@@ -57,45 +57,55 @@ class StatsAccumulator:
         self.n_tail = 0.0
         self._syrk = _native_syrk() if self.device.type == "cpu" else None
 
-    def _add_second_moment(self, H: torch.Tensor, x: torch.Tensor, weight: float) -> None:
-        """Lower triangle of H += weight · xᵀx (x float32 [rows, n])."""
+    def _add_second_moment(self, H: torch.Tensor, x: torch.Tensor) -> None:
+        """Lower triangle of H += xᵀx (x float32 [rows, n], rows already scaled by √weight)."""
         if x.shape[0] == 0:
             return
         if self._syrk is not None:
-            self._syrk(H.numpy(), x.contiguous().numpy(), float(weight))
+            self._syrk(H.numpy(), x.contiguous().numpy(), 1.0)
             return
-        prod = (x.T @ x).double()
-        H += prod if weight == 1.0 else weight * prod
+        H += (x.T @ x).double()
 
     def add(self, x_q: torch.Tensor, x_fp: torch.Tensor | None = None, tail: torch.Tensor | None = None,
-            weight: float = 1.0) -> None:
-        """Rows of ``x_q`` ([T, n], partly quantized stream), matching rows of ``x_fp``, a tail mask [T] and
-        the number of positions each row stands for (``weight``)."""
+            weight: torch.Tensor | float | None = None) -> None:
+        """Rows of ``x_q`` ([T, n], partly quantized stream), matching rows of ``x_fp``, a tail mask [T] and the
+        number of positions each row stands for (``weight``: None = 1 each, a scalar, or a [T] tensor).
+
+        Weighted rows enter H scaled by √w and H_Δ with (x_fp − x_q) scaled by w, so one rank-k update and one
+        GEMM serve all rows of an utterance (w = 4, the default padding stride, scales exactly by 2 and 4)."""
         x_q = x_q.reshape(-1, self.n).float()
-        if not weight > 0:
-            raise ValueError(f"row weight must be positive, got {weight}")
         if not torch.isfinite(x_q).all():
             raise ValueError("non-finite calibration activations")
+        w = None
+        if weight is not None:
+            w = torch.as_tensor(weight, dtype=torch.float32, device=x_q.device).reshape(-1).expand(x_q.shape[0])
+            if not bool((w > 0).all()):
+                raise ValueError("row weights must be positive")
+            if bool((w == 1).all()):
+                w = None
+        xs = x_q if w is None else x_q * w.sqrt()[:, None]
+        counts = torch.ones(x_q.shape[0]) if w is None else w.double().cpu()
         if tail is None or not bool(tail.any()):
-            self._add_second_moment(self.H_common, x_q, weight)
-            self.n_common += weight * x_q.shape[0]
+            self._add_second_moment(self.H_common, xs)
+            self.n_common += float(counts.sum())
         else:
             tail = tail.reshape(-1).bool()
             if tail.numel() != x_q.shape[0]:
                 raise ValueError(f"tail mask has {tail.numel()} entries for {x_q.shape[0]} rows")
             if self.H_tail is None:
                 self.H_tail = torch.zeros_like(self.H_common)
-            xc, xt = x_q[~tail], x_q[tail]
-            self._add_second_moment(self.H_common, xc, weight)
-            self._add_second_moment(self.H_tail, xt, weight)
-            self.n_common += weight * xc.shape[0]
-            self.n_tail += weight * xt.shape[0]
+            self._add_second_moment(self.H_common, xs[~tail])
+            self._add_second_moment(self.H_tail, xs[tail])
+            tail_cpu = tail.cpu()
+            self.n_common += float(counts[~tail_cpu].sum())
+            self.n_tail += float(counts[tail_cpu].sum())
         if self.H_delta is not None:
             if x_fp is None:
                 raise ValueError("H_delta tracking needs the FP-stream activations")
-            x_fp = x_fp.reshape(-1, self.n).float()
-            prod = ((x_fp - x_q).T @ x_q).double()
-            self.H_delta += prod if weight == 1.0 else weight * prod
+            d = x_fp.reshape(-1, self.n).float() - x_q
+            if w is not None:
+                d = d * w[:, None]
+            self.H_delta += (d.T @ x_q).double()
 
     def finalize(self) -> GroupStats:
         H_tail = self.H_tail if self.H_tail is not None else torch.zeros_like(self.H_common)
