@@ -248,15 +248,12 @@ def test_codes_do_not_depend_on_the_thread_count(loaded, samples, tarq_result):
         assert torch.equal(tarq_result.quantized[k].codes, b.quantized[k].codes), k
 
 
-def test_sampled_padding_weights_every_frame_and_all_is_exact(loaded, samples):
+def test_sampled_padding_weights_every_frame_and_all_is_exact(loaded, samples, tarq_result):
+    # default (sampled padding): the weights add up to the whole window
+    assert tarq_result.layers["model.encoder.layers.0.fc1.weight"]["n_common"] == len(samples) * 1500
     cfg_all = CalibConfig(progress=False, encoder_frames="all")
     res = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), FMT, cfg_all)
-    L = res.layers["model.encoder.layers.0.fc1.weight"]
-    assert L["n_common"] == len(samples) * 1500
-    sampled = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), FMT,
-                              CalibConfig(progress=False))
-    assert sampled.layers["model.encoder.layers.0.fc1.weight"]["n_common"] == len(samples) * 1500
-    assert sampled.timing["stats"] > 0
+    assert res.layers["model.encoder.layers.0.fc1.weight"]["n_common"] == len(samples) * 1500
 
 
 def test_rebuilding_stage_inputs_gives_the_same_codes(loaded, samples, tarq_result):
