@@ -64,7 +64,7 @@ class StatsAccumulator:
         if self._syrk is not None:
             self._syrk(H.numpy(), x.contiguous().numpy(), 1.0)
             return
-        H += (x.T @ x).double()
+        H.add_(x.T @ x)   # float32 product added in float64 (exact widening, no float64 copy)
 
     def add(self, x_q: torch.Tensor, x_fp: torch.Tensor | None = None, tail: torch.Tensor | None = None,
             weight: torch.Tensor | float | None = None) -> None:
@@ -74,8 +74,6 @@ class StatsAccumulator:
         Weighted rows enter H scaled by √w and H_Δ with (x_fp − x_q) scaled by w, so one rank-k update and one
         GEMM serve all rows of an utterance (w = 4, the default padding stride, scales exactly by 2 and 4)."""
         x_q = x_q.reshape(-1, self.n).float()
-        if not torch.isfinite(x_q).all():
-            raise ValueError("non-finite calibration activations")
         w = None
         if weight is not None:
             w = torch.as_tensor(weight, dtype=torch.float32, device=x_q.device).reshape(-1).expand(x_q.shape[0])
@@ -87,6 +85,7 @@ class StatsAccumulator:
         counts = torch.ones(x_q.shape[0]) if w is None else w.double().cpu()
         if tail is None or not bool(tail.any()):
             self._add_second_moment(self.H_common, xs)
+            self._check_finite(self.H_common)
             self.n_common += float(counts.sum())
         else:
             tail = tail.reshape(-1).bool()
@@ -96,6 +95,8 @@ class StatsAccumulator:
                 self.H_tail = torch.zeros_like(self.H_common)
             self._add_second_moment(self.H_common, xs[~tail])
             self._add_second_moment(self.H_tail, xs[tail])
+            self._check_finite(self.H_common)
+            self._check_finite(self.H_tail)
             tail_cpu = tail.cpu()
             self.n_common += float(counts[~tail_cpu].sum())
             self.n_tail += float(counts[tail_cpu].sum())
@@ -105,7 +106,14 @@ class StatsAccumulator:
             d = x_fp.reshape(-1, self.n).float() - x_q
             if w is not None:
                 d = d * w[:, None]
-            self.H_delta += (d.T @ x_q).double()
+            self.H_delta.add_(d.T @ x_q)   # float32 product added in float64
+
+    @staticmethod
+    def _check_finite(H: torch.Tensor) -> None:
+        """A NaN/Inf in any row reaches diag(H) (H_ii += x_ti²), so checking the n diagonal entries after the
+        update catches non-finite activations (and an overflowing second moment) without scanning the rows."""
+        if not bool(torch.isfinite(H.diagonal()).all()):
+            raise ValueError("non-finite calibration activations")
 
     def finalize(self) -> GroupStats:
         H_tail = self.H_tail if self.H_tail is not None else torch.zeros_like(self.H_common)
