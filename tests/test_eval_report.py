@@ -76,3 +76,22 @@ def test_comparison_table_fits_80_columns():
 def test_tables_without_reference(width):
     text = "\n".join(_render(t, width) for t in result_tables(_system("x", 4)))
     assert "Damage" not in text and "new" not in text and "loops" in text
+
+
+def test_demo_summary_fits_80_columns(tmp_path):
+    from tarq.cli.demo import summary_table
+
+    systems = []
+    results = {}
+    for i, label in enumerate(("F16", "whisper.cpp RTN q4_0", "TARQ q4_0 (tarq)")):
+        p = tmp_path / f"{i}.bin"
+        p.write_bytes(b"\0" * 1000)
+        systems.append((label, p))
+        r = _system(label, i, loop_every=9 if i == 1 else 0)
+        r.datasets = r.datasets[:1]
+        if i:
+            r.attach_reference(results["F16"], n_boot=100)
+        results[label] = r
+    text = _render(summary_table("tiny.en", "eval", systems, results))
+    _check(text, ["system", "MB", "damage", "95 % CI", "rare", "dmg %", "WER %", "rare-", "whisper.cpp RTN q4_0",
+                  "TARQ q4_0 (tarq)", "policy greedy"])

@@ -41,9 +41,8 @@ def _step(title: str) -> None:
 
 def run(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from ..eval import load_result, paired_bootstrap, paired_counts
+    from ..eval import load_result
     from .main import main as tarq
 
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
@@ -78,33 +77,49 @@ def run(args) -> int:
             call("export", args.model, "--f16", "--out", f16)
         if args.force or not rtn.exists():
             call("export", args.model, "--rtn", fmt, "--out", rtn)
-        systems += [("whisper.cpp F16", f16), (f"whisper.cpp quantize {fmt} (RTN)", rtn)]
-    systems.append((f"tarq {args.method.upper()} {fmt}", ours))
+        systems += [("F16", f16), (f"whisper.cpp RTN {fmt}", rtn)]
+    systems.append((f"{args.method.upper()} {fmt} (tarq)", ours))
 
-    _step(f"3. transcribe {data} in whisper.cpp and score")
+    _step(f"3. transcribe {data} in whisper.cpp and score (damage against F16 when it is there)")
     results = {}
+    reference = None
     for label, path in systems:
         js = out / f"{path.stem}.eval.json"
         call("eval", path, "--backend", "whisper.cpp", "--data", data, "--json", js, "--label", label,
-             "--threads", args.threads, "--no-progress")
+             "--threads", args.threads, "--no-progress", "--quiet",
+             *(["--reference", reference] if reference is not None else []))
         results[label] = load_result(js)
+        if reference is None and not args.no_baselines:
+            reference = js          # the first system is F16: every other one is scored against it
 
-    table = Table(title=f"{args.model} on {data.name} in whisper.cpp (rare: Zipf < 3)")
-    for col in ("system", "file MB", "WER %", "rare-WER %", "common-WER %", "words", "rare words"):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    for label, path in systems:
-        s = results[label].datasets[0].scores
-        table.add_row(label, f"{path.stat().st_size / 1e6:.1f}", f"{100 * s.wer:.2f}", f"{100 * s.rare_wer:.2f}",
-                      f"{100 * s.common_wer:.2f}", str(s.n_words), str(s.n_rare))
     console = Console()
-    console.print(table)
+    console.print(summary_table(args.model, data.name, systems, results))
     if not args.no_baselines:
+        from ..eval.damage import compare_damage
+        from ..eval.report import comparison_table
+
         ours_label, rtn_label = systems[-1][0], systems[1][0]
-        names, ca, cb = paired_counts(results[ours_label], results[rtn_label])
-        for metric in ("wer", "rare_wer"):
-            r = paired_bootstrap(ca, cb, metric=metric)
-            verdict = "significant" if r.significant else "within noise on this small set"
-            console.print(f"{ours_label} - {rtn_label}, {metric}: {100 * r.diff:+.2f} pts "
-                          f"(95% CI [{100 * r.lo:+.2f}, {100 * r.hi:+.2f}], {verdict})")
+        rows = compare_damage(results[ours_label], results[rtn_label], results[systems[0][0]])
+        console.print(comparison_table(ours_label, rtn_label, rows, policy=results[ours_label].policy))
+        console.print("(a small bundled set: differences under the 'res.' column cannot be resolved)")
     console.print(f"done in {time.perf_counter() - t0:.0f} s; files in {out}/")
     return 0
+
+
+def summary_table(model: str, data_name: str, systems, results):
+    """One row per system, damage against F16 first; fits 80 columns."""
+    from ..eval.report import _ci, _pct, _spct, _table
+
+    first = results[systems[0][0]]
+    t = _table(f"{model} on {data_name} in whisper.cpp (policy {first.policy}); damage = words lost against F16 "
+               "net of words gained, % of reference words", ["system", "MB", "damage\n%", "95 % CI", "rare\ndmg %",
+                                                             "WER %", "rare-\nWER %"])
+    for label, path in systems:
+        r = results[label]
+        s = r.datasets[0].scores
+        per, _ = r.damage_blocks()
+        dmg = per.get(r.datasets[0].name, {}).get("damage")
+        t.add_row(label, f"{path.stat().st_size / 1e6:.1f}", _spct(dmg["net_rate"]) if dmg else "-",
+                  _ci(dmg["net_rate_ci"]) if dmg else "-", _spct(dmg["net_rare_rate"]) if dmg else "-",
+                  _pct(s.wer), _pct(s.rare_wer))
+    return t

@@ -44,6 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="print no tables (write --json only)")
     p.add_argument("--no-cache", action="store_true", help="decode everything; do not read or write the decode cache")
     p.add_argument("--cache-dir", type=Path, metavar="DIR",
                    help="decode cache root (default $TARQ_CACHE_DIR, else ~/.cache/tarq); entries under DIR/decodes")
@@ -85,17 +86,10 @@ def _decode(args):
 
 
 def compare(a, b, n_boot: int = 1000, seed: int = 0, metrics=COMPARE_METRICS):
-    """[(dataset or "mean", BootstrapResult)] for a - b on shared utterances."""
-    from tarq.eval import paired_bootstrap, paired_counts
+    """[(dataset or "mean", BootstrapResult)] for a - b on shared utterances (tarq.eval.results.compare_results)."""
+    from tarq.eval.results import compare_results
 
-    names, ca, cb = paired_counts(a, b)
-    rows = []
-    for metric in metrics:
-        for name, xa, xb in zip(names, ca, cb):
-            rows.append((name, paired_bootstrap([xa], [xb], metric, n_boot=n_boot, seed=seed)))
-        if len(names) > 1:
-            rows.append(("mean", paired_bootstrap(ca, cb, metric, n_boot=n_boot, seed=seed)))
-    return rows
+    return compare_results(a, b, n_boot=n_boot, seed=seed, metrics=metrics)
 
 
 def run(args) -> int:
@@ -117,8 +111,9 @@ def run(args) -> int:
         result = _decode(args)
     if reference is not None:
         result.attach_reference(reference, path=args.reference, n_boot=args.bootstrap, seed=args.seed)
-    for table in result_tables(result):
-        console.print(table)
+    if not args.quiet:
+        for table in result_tables(result):
+            console.print(table)
     if args.json:
         save_result(result, args.json)
         console.print(f"wrote {args.json}")

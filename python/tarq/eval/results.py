@@ -217,3 +217,19 @@ def paired_counts(a: EvalResult, b: EvalResult) -> tuple[list[str], list[list[Ut
     if not names:
         raise ValueError("the two results share no (dataset, utterance id) pairs")
     return names, ca, cb
+
+
+def compare_results(a: EvalResult, b: EvalResult, n_boot: int = 1000, seed: int = 0,
+                    metrics=("wer", "rare_wer")) -> list:
+    """[(dataset or "mean", BootstrapResult)] of rate(A) - rate(B) on the utterances both have, per dataset and
+    (with several datasets) for the mean over datasets."""
+    from .bootstrap import paired_bootstrap
+
+    names, ca, cb = paired_counts(a, b)
+    rows = []
+    for metric in metrics:
+        for name, xa, xb in zip(names, ca, cb):
+            rows.append((name, paired_bootstrap([xa], [xb], metric, n_boot=n_boot, seed=seed)))
+        if len(names) > 1:
+            rows.append(("mean", paired_bootstrap(ca, cb, metric, n_boot=n_boot, seed=seed)))
+    return rows
