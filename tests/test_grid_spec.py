@@ -124,6 +124,13 @@ def test_grid_runs_skips_finished_cells_and_writes_one_table(tmp_path, monkeypat
     md = (out / "results.md").read_text()
     assert "Fast subset" in md and "decoding policy: greedy" in md and "whisper.cpp RTN Q4_0" in md
     assert "Smallest resolvable difference" in md
+    # the accuracy benchmark renders the same document (README tables) with its run line
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_accuracy
+    doc["meta"], doc["grid"] = {"wall_s": 3.0, "loadavg_start": [1], "loadavg_end": [1]}, {"ran": 8, "done_before": 0}
+    assert bench_accuracy.render_markdown(doc).startswith(md.strip()[:40]) and "8 cells computed" in \
+        bench_accuracy.render_markdown(doc)
     # a rerun runs nothing; a larger grid runs only what is new
     fake.ran.clear()
     s2 = engine.run_grid(spec, out, executor="serial", say=lambda m: None)
