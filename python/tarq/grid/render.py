@@ -28,6 +28,20 @@ def _ci(v, ci) -> str:
     return f"{100 * v:+.2f} [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]"
 
 
+def _degenerate(ci) -> bool:
+    """A CI of zero width: every resample gives the same difference (no discordant word, or a single word of the
+    class): no information about resolution, not infinite resolution."""
+    return bool(ci) and not any(_none(c) for c in ci) and ci[0] == ci[1]
+
+
+def _res(r) -> str:
+    if _none(r["resolvable"]):
+        return "–"
+    if _degenerate(r["ci"]):
+        return _ci(r["diff"], r["ci"]) + " (zero-width CI)"
+    return _ci(r["diff"], r["ci"]) + f" ±{100 * r['resolvable']:.2f}"
+
+
 def _table(head, rows, align=None) -> str:
     align = align or ("l" + "r" * (len(head) - 1))
     sep = ["---:" if a == "r" else ":---" for a in align]
@@ -77,12 +91,15 @@ def render_markdown(doc: dict) -> str:
             for s in quant:
                 blocks = [s["datasets"].get(n, {}).get("damage") for n in sets] + [(s["pooled"] or {}).get("damage")]
                 pooled = blocks[-1] or {}
+                ins = f" / {pooled['extra_insertions']:+d}" if metric == "net_rate" and pooled else ""
                 rows.append([display_name(s)] + [_ci(b.get(metric), b.get(metric + "_ci")) if b else "–"
                                                   for b in blocks]
-                            + [f"{pooled.get(lost, '–')} / {pooled.get(gained, '–')}"])
+                            + [f"{pooled.get(lost, '–')} / {pooled.get(gained, '–')}{ins}"])
+            extra = metric == "net_rate"
             parts.append(f"Damage on {what} against F16, % of {what} (net = lost − gained"
-                         f"{' + extra insertions' if metric == 'net_rate' else ''}), paired bootstrap 95 % CI:\n\n"
-                         + _table(["system"] + cols + ["lost / gained (pooled)"], rows))
+                         f"{' + extra insertions' if extra else ''}), paired bootstrap 95 % CI:\n\n"
+                         + _table(["system"] + cols + ["lost / gained" + (" / +ins" if extra else "") + " (pooled)"],
+                                  rows))
         rows = []
         for s in systems:
             cells = []
@@ -115,11 +132,8 @@ def render_markdown(doc: dict) -> str:
                     by = {r["dataset"]: r for r in c["rows"] if r["metric"] == metric}
                     total = by.get("pooled") or by.get("mean")
                     rows.append([display_name(key[c["a"]]), display_name(key[c["b"]]), METRIC_TITLE[metric]]
-                                + [_ci(by[n]["diff"], by[n]["ci"]) + f" ±{100 * by[n]['resolvable']:.2f}"
-                                   if n in by and not _none(by[n]["resolvable"]) else "–" for n in sets]
-                                + ([_ci(total["diff"], total["ci"]) + f" ±{100 * total['resolvable']:.2f}",
-                                    _verdict(total["ci"])] if total and not _none(total["resolvable"])
-                                   else ["–", "n/a"]))
+                                + [_res(by[n]) if n in by else "–" for n in sets]
+                                + ([_res(total), _verdict(total["ci"])] if total else ["–", "n/a"]))
             parts.append("Paired comparisons, A − B in points with the 95 % CI and ± the resolvable difference (half "
                          "the CI: smaller differences cannot be told apart on this set); negative = A better; the "
                          "last columns pool damage over sets (WER: mean over sets):\n\n"
@@ -128,7 +142,8 @@ def render_markdown(doc: dict) -> str:
             res_rows = []
             for n in sets + ["pooled"]:
                 vals = {m: [r["resolvable"] for c in comps for r in c["rows"]
-                            if r["dataset"] == n and r["metric"] == m and not _none(r["resolvable"])]
+                            if r["dataset"] == n and r["metric"] == m and not _none(r["resolvable"])
+                            and not _degenerate(r["ci"])]
                         for m in ("net_rate", "net_rare_rate")}
                 d = doc["data"].get(n, {})
                 words = d.get("n_words") if n != "pooled" else sum((x.get("n_words") or 0)
@@ -137,7 +152,8 @@ def render_markdown(doc: dict) -> str:
                 res_rows.append([n, words, rare] + [f"±{100 * statistics.median(v):.2f}" if v else "–"
                                                     for v in vals.values()])
             parts.append("Smallest resolvable difference per set (median over the comparisons above of half the "
-                         "paired 95 % CI, points):\n\n"
+                         "paired 95 % CI, points; zero-width CIs (no discordant word, or a single word of the class) "
+                         "carry no information and are left out):\n\n"
                          + _table(["set", "words", "rare words", "damage", "rare damage"], res_rows))
         rows = []
         for s in systems:
@@ -168,7 +184,8 @@ def plot(doc: dict, path):
 
     gs = groups(doc)
     sets = list(doc["data"]) + ["pooled"]
-    fig, axes = plt.subplots(len(gs), 2, figsize=(12, 3.6 * len(gs)), squeeze=False)
+    fig, axes = plt.subplots(len(gs), 3, figsize=(16, 3.6 * len(gs)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 3, 2]})
     for row, ((model, runtime, policy), systems) in enumerate(gs):
         quant = [s for s in systems if not s["reference"]]
         width = 0.8 / max(1, len(quant))
@@ -184,12 +201,23 @@ def plot(doc: dict, path):
                     lo.append(100 * (v - ci[0]) if ok else 0.0)
                     hi.append(100 * (ci[1] - v) if ok else 0.0)
                 ax.bar([i + (j - (len(quant) - 1) / 2) * width for i in range(len(sets))], vals, width,
-                       yerr=[lo, hi], capsize=2, label=display_name(s))
+                       yerr=[lo, hi], capsize=2, label=display_name(s), color=f"C{systems.index(s)}")
             ax.axhline(0, color="black", linewidth=0.5)
             ax.set_xticks(range(len(sets)), sets, fontsize=7, rotation=15)
             ax.set_ylabel(f"{METRIC_TITLE[metric]} vs F16 (% of words)")
             ax.set_title(f"{model}, {runtime}, policy {policy}: {METRIC_TITLE[metric]} (95 % CI)", fontsize=8)
             ax.legend(fontsize=6)
+        ax = axes[row][2]                 # beside the damage: absolute WER and rare-WER (mean over sets)
+        width = 0.8 / max(1, len(systems))
+        for j, s in enumerate(systems):
+            mean = s["mean"] or {}
+            ax.bar([i + (j - (len(systems) - 1) / 2) * width for i in range(2)],
+                   [100 * (mean.get(m) or 0) for m in ("wer", "rare_wer")], width, label=display_name(s),
+                   color=f"C{j}")
+        ax.set_xticks(range(2), ["WER", "rare-WER"], fontsize=8)
+        ax.set_ylabel("% (mean over sets)")
+        ax.set_title(f"{model}: WER and rare-WER", fontsize=8)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png") as tmp:
