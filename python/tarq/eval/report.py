@@ -99,7 +99,8 @@ def failures_table(result: EvalResult):
 
 
 def wer_table(result: EvalResult):
-    t = _table(f"WER of {system_title(result)} (rare: Zipf < {result.k:g}; insertions: {result.insertion_rule})",
+    t = _table(f"WER of {result.label} ({result.system.get('backend', '?')}, policy {result.policy}; rare: Zipf < "
+               f"{result.k:g}; insertions: {result.insertion_rule})",
                ["dataset", "WER %", "rare-\nWER %", "common-\nWER %", "numeral-\nWER %", "S/D/I"])
     for d in result.datasets:
         s = d.scores

@@ -44,21 +44,41 @@ def _combined(system: dict, datasets):
 
 def collect(plan) -> dict:
     """Read the cell files of a plan into the results document (no decoding)."""
-    from tarq.eval import load_result
-    from tarq.eval.damage import compare_damage
-    from tarq.eval.results import compare_results
-
-    from .engine import cell_label
-
     spec = plan.spec
+    order = [d.name for d in spec.data]
+    groups, missing = _read_cells(plan)
+    systems, combined = [], {}
+    for key, g in groups.items():
+        entry, comb = _system_entry(key, g, plan, order)
+        systems.append(entry)
+        if comb is not None:
+            combined[key] = comb
+    _score_against_references(systems, combined, order, spec.bootstrap)
+    return {"format": FORMAT, "version": VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "spec": spec.to_dict(),
+            "subset": any(len(plan.utterances[n]) < plan.totals[n] for n in order),
+            "data": _data_summary(plan, combined),
+            "systems": systems,
+            "utterances": {n: {"ids": [u.id for u in plan.utterances[n]], "refs": [u.text for u in plan.utterances[n]]}
+                           for n in order},
+            "comparisons": _comparisons(systems, combined, spec.baselines, spec.bootstrap),
+            "missing": missing}
+
+
+def _read_cells(plan) -> tuple[dict[str, dict], list[str]]:
+    """{system key: {"cells": {data set: cell id}, "results": {data set: EvalResult}, "meta": a Cell}}, and the
+    ids of cells without a (readable) result."""
+    from tarq.eval import load_result
+
     groups: dict[str, dict] = {}
     missing = []
     for c in plan.references + plan.cells:
         a = c.artifact
         key = system_key(a.model, a.method.label, a.type, a.seed, c.runtime, c.policy)
         g = groups.setdefault(key, {"cells": {}, "results": {}, "meta": c})
-        path = plan.cell_path(c)
         g["cells"][c.data.name] = c.id
+        path = plan.cell_path(c)
         if not path.is_file():
             missing.append(c.id)
             continue
@@ -67,33 +87,44 @@ def collect(plan) -> dict:
         except (OSError, ValueError) as e:
             log.warning("%s: unreadable cell file (%s); it will be run again", path, e)
             missing.append(c.id)
-    order = [d.name for d in spec.data]
-    systems, combined = [], {}
-    for key, g in groups.items():
-        c = g["meta"]
-        a = c.artifact
-        res = [g["results"][n] for n in order if n in g["results"]]
-        entry = {"key": key, "label": cell_label(c), "model": a.model, "method": a.method.label,
-                 "method_name": a.method.method, "options": dict(a.method.options), "type": a.type, "seed": a.seed,
-                 "runtime": c.runtime, "policy": c.policy, "reference": a.is_reference, "cells": g["cells"],
-                 "build": {}, "datasets": {}, "hyps": {}, "mean": None, "pooled": None}
-        if res:
-            entry["build"] = _cell_record(plan, g, order)
-            comb = _combined(dict(res[0].system), [r.datasets[0] for r in res])
-            combined[key] = comb
-            entry["mean"] = {k: (None if v != v else v) for k, v in comb.mean().items()}
-        systems.append(entry)
-    # damage against the reference system of the same model, runtime and policy (recomputed from hypotheses)
+    return groups, missing
+
+
+def _system_entry(key: str, g: dict, plan, order: list[str]):
+    """(the system's entry of the results document, its data sets as one EvalResult or None)."""
+    from .engine import cell_label
+
+    c = g["meta"]
+    a = c.artifact
+    entry = {"key": key, "label": cell_label(c), "model": a.model, "method": a.method.label,
+             "method_name": a.method.method, "options": dict(a.method.options), "type": a.type, "seed": a.seed,
+             "runtime": c.runtime, "policy": c.policy, "reference": a.is_reference, "cells": g["cells"],
+             "build": {}, "datasets": {}, "hyps": {}, "mean": None, "pooled": None}
+    res = [g["results"][n] for n in order if n in g["results"]]
+    if not res:
+        return entry, None
+    entry["build"] = _cell_record(plan, g, order)
+    comb = _combined(dict(res[0].system), [r.datasets[0] for r in res])
+    entry["mean"] = {k: (None if v != v else v) for k, v in comb.mean().items()}
+    return entry, comb
+
+
+def _reference_key(s: dict) -> str:
+    return system_key(s["model"], "f16", None, None, s["runtime"], s["policy"])
+
+
+def _score_against_references(systems: list[dict], combined: dict, order: list[str], n_boot: int) -> None:
+    """Per data set blocks (scores, failures, damage against the F16 of the same model, runtime and policy,
+    recomputed from the hypotheses) and the pooled damage of every system, in place."""
     for s in systems:
         comb = combined.get(s["key"])
         if comb is None:
             continue
-        ref_key = system_key(s["model"], "f16", None, None, s["runtime"], s["policy"])
-        ref = combined.get(ref_key)
+        ref = combined.get(_reference_key(s))
         if not s["reference"] and ref is not None:
             shared = [d.name for d in comb.datasets if ref.dataset(d.name) is not None]
             comb.datasets = [comb.dataset(n) for n in shared]
-            comb.attach_reference(_combined(ref.system, [ref.dataset(n) for n in shared]), n_boot=spec.bootstrap)
+            comb.attach_reference(_combined(ref.system, [ref.dataset(n) for n in shared]), n_boot=n_boot)
         per, pooled = comb.damage_blocks()
         for d in comb.datasets:
             dd = d.to_dict()
@@ -103,52 +134,51 @@ def collect(plan) -> dict:
             s["datasets"][d.name] = block
             s["hyps"][d.name] = list(d.hyps)
         s["pooled"] = pooled if len(comb.datasets) == len(order) else None
-    # paired comparisons against the baselines (same model, type, runtime, policy; same seed when both have one)
-    comparisons = []
+
+
+def _comparisons(systems: list[dict], combined: dict, baselines: list[str], n_boot: int) -> list[dict]:
+    """Paired comparisons of every system with each baseline of the same model, type, runtime and policy (and
+    seed, when both have one): damage and rare damage (pooled over sets) and WER / rare-WER (mean over sets)."""
+    from tarq.eval.damage import compare_damage
+    from tarq.eval.results import compare_results
+
+    out = []
     for s in systems:
-        if s["reference"] or s["key"] not in combined:
+        if s["reference"] or s["key"] not in combined or _reference_key(s) not in combined:
             continue
-        for base in spec.baselines:
-            if base == s["method"]:
-                continue
+        for base in baselines:
+            if base == s["method"] or (s["method"] in baselines
+                                       and baselines.index(s["method"]) > baselines.index(base)):
+                continue          # each pair of baselines once: the one listed first is A
             b = next((x for x in systems if x["method"] == base and x["model"] == s["model"]
                       and x["type"] == s["type"] and x["runtime"] == s["runtime"] and x["policy"] == s["policy"]
                       and (x["seed"] is None or s["seed"] is None or x["seed"] == s["seed"])), None)
-            ref_key = system_key(s["model"], "f16", None, None, s["runtime"], s["policy"])
-            if b is None or b["key"] not in combined or ref_key not in combined:
+            if b is None or b["key"] not in combined:
                 continue
-            if s["method"] in spec.baselines and spec.baselines.index(s["method"]) > spec.baselines.index(base):
-                continue          # each pair of baselines once: the one listed first is A
-            A, B, R = combined[s["key"]], combined[b["key"]], combined[ref_key]
+            A, B, R = combined[s["key"]], combined[b["key"]], combined[_reference_key(s)]
             rows = [{"dataset": n, "metric": r["metric"], "diff": r["diff"], "ci": r["ci"],
                      "resolvable": r["resolvable"], "a": r["a"], "b": r["b"]}
-                    for n, r in compare_damage(A, B, R, n_boot=spec.bootstrap)]
-            for n, r in compare_results(A, B, n_boot=spec.bootstrap):
+                    for n, r in compare_damage(A, B, R, n_boot=n_boot)]
+            for n, r in compare_results(A, B, n_boot=n_boot):
                 half = None if r.lo != r.lo or r.hi != r.hi else (r.hi - r.lo) / 2
                 rows.append({"dataset": n, "metric": r.metric, "diff": r.diff, "ci": [r.lo, r.hi],
                              "resolvable": half, "a": r.a, "b": r.b})
-            comparisons.append({"a": s["key"], "b": b["key"], "method": s["method"], "baseline": base,
-                                "model": s["model"], "type": s["type"], "runtime": s["runtime"],
-                                "policy": s["policy"], "rows": rows})
-    data = {}
-    for d in spec.data:
-        utts = plan.utterances[d.name]
-        anyres = next((combined[s["key"]].dataset(d.name) for s in systems
-                       if s["key"] in combined and combined[s["key"]].dataset(d.name) is not None), None)
-        sc = anyres.scores if anyres is not None else None
-        data[d.name] = {"path": d.path, "n_utts": len(utts), "n_utts_in_set": plan.totals[d.name],
-                        "limit": d.limit, "subset_seed": d.subset_seed,
-                        "fingerprint": next(c.data_fingerprint for c in plan.references if c.data.name == d.name),
-                        "n_words": sc.n_words if sc else None, "n_rare": sc.n_rare if sc else None,
-                        "n_numeral": sc.n_numeral if sc else None}
-    utterances = {d.name: {"ids": [u.id for u in plan.utterances[d.name]],
-                           "refs": [u.text for u in plan.utterances[d.name]]} for d in spec.data}
-    return {"format": FORMAT, "version": VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "spec": spec.to_dict(), "subset": any(len(plan.utterances[d.name]) < plan.totals[d.name]
-                                                  for d in spec.data),
-            "data": data, "systems": systems, "utterances": utterances, "comparisons": comparisons,
-            "missing": missing}
+            out.append({"a": s["key"], "b": b["key"], "method": s["method"], "baseline": base, "model": s["model"],
+                        "type": s["type"], "runtime": s["runtime"], "policy": s["policy"], "rows": rows})
+    return out
+
+
+def _data_summary(plan, combined: dict) -> dict:
+    out = {}
+    for d in plan.spec.data:
+        scored = next((r.dataset(d.name) for r in combined.values() if r.dataset(d.name) is not None), None)
+        sc = scored.scores if scored is not None else None
+        out[d.name] = {"path": d.path, "n_utts": len(plan.utterances[d.name]), "n_utts_in_set": plan.totals[d.name],
+                       "limit": d.limit, "subset_seed": d.subset_seed,
+                       "fingerprint": next(c.data_fingerprint for c in plan.references if c.data.name == d.name),
+                       "n_words": sc.n_words if sc else None, "n_rare": sc.n_rare if sc else None,
+                       "n_numeral": sc.n_numeral if sc else None}
+    return out
 
 
 def _cell_record(plan, g: dict, order: list[str]) -> dict:
