@@ -29,7 +29,8 @@ def test_one_threshold_constant():
 
 
 @pytest.mark.parametrize("surface, scored", [
-    ("Zyxel's,", "zyxel"), ("Weston's,", "weston"), ("“Zyxel”", "zyxel"), ("colour.", "color"), ("Mr.", "mister"), ("1947", "1947"),
+    ("Zyxel's,", "zyxel"), ("Weston's,", "weston"), ("“Zyxel”", "zyxel"), ("colour.", "color"), ("Mr.", "mister"),
+    ("1947", "1947"),
     ("impropriety,", "impropriety"), ("abode", "abode"), ("SPARC!", "sparc"),
 ])
 def test_surface_word_rare_iff_its_scoring_word_is(surface, scored):

@@ -106,7 +106,8 @@ def run(args) -> int:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = [m for m in metrics if m not in METRIC_LABELS]
     if unknown or not metrics:
-        raise ValueError(f"--metrics: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(METRIC_LABELS)}")
+        raise ValueError(f"--metrics: unknown {', '.join(unknown) or '(empty)'}; "
+                         f"choose from {', '.join(METRIC_LABELS)}")
     try:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError:

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, fields
 import jiwer
 
 # the one definition of rare / numeral / scoring word, shared with calibration tagging (re-exported here)
-from ..lexicon import DEFAULT_ZIPF_THRESHOLD, NUMBER_WORDS as _NUMBER_WORDS, is_numeral, is_rare, scoring_words  # noqa: F401
+from ..lexicon import DEFAULT_ZIPF_THRESHOLD, is_numeral, is_rare, scoring_words  # noqa: F401
+from ..lexicon import NUMBER_WORDS as _NUMBER_WORDS  # noqa: F401
 from ..lexicon import zipf  # noqa: F401
 
 

@@ -134,7 +134,8 @@ def render_markdown(doc: dict) -> str:
                     rows.append([display_name(key[c["a"]]), display_name(key[c["b"]]), METRIC_TITLE[metric]]
                                 + [_res(by[n]) if n in by else "–" for n in sets]
                                 + ([_res(total), _verdict(total["ci"])] if total else ["–", "n/a"]))
-            parts.append("Paired comparisons, A − B in points with the 95 % CI and ± the resolvable difference (half "
+            parts.append("Paired comparisons, A − B in points with the 95 % CI and ± the resolvable difference "
+                         "(half "
                          "the CI: smaller differences cannot be told apart on this set); negative = A better; the "
                          "last columns pool damage over sets (WER: mean over sets):\n\n"
                          + _table(["A", "B", "metric"] + sets + ["all sets", "verdict"], rows,

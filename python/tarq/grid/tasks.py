@@ -77,10 +77,11 @@ def quantize_task(artifact: dict, root: str, threads: int, device: str = "cpu") 
     return _read_build(paths)
 
 
-def export_task(artifact: dict, root: str, runtime: str, quant: dict | None = None) -> dict:  # quant: dependency
+def export_task(artifact: dict, root: str, runtime: str, quant: dict | None = None) -> dict:
     """The file a runtime loads: an export of the quantized dir, whisper.cpp's quantize, or the F16 reference
     (one .bin serves whisper.cpp and CrispASR). For the torch runtime: the quantized directory, or the float
-    model itself. Returns {"model": path or spec, "bytes", and the build record}."""
+    model itself. Returns {"model": path or spec, "bytes", and the build record}. ``quant`` (the quantize task's
+    result) is only there to make Ray run this after the quantization."""
     paths = artifact_paths(root, artifact["id"])
     method = artifact["method"]["method"]
     if runtime == "torch":
