@@ -81,8 +81,12 @@ class RayExecutor:
                 kw["num_cpus"] = num_cpus
         ray.init(**kw)
         self._remote: dict = {}
+        # the most CPUs one node has: a task asking for more would wait forever (e.g. threads=2 on a 1-CPU box)
+        self.max_cpus = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")),
+                            default=1) or 1
 
     def submit(self, fn, *args, num_cpus: float = 1, num_gpus: float = 0):
+        num_cpus = min(num_cpus, self.max_cpus)
         key = (fn, num_cpus, num_gpus)
         if key not in self._remote:
             self._remote[key] = self.ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(fn)
