@@ -95,3 +95,7 @@ def test_demo_summary_fits_80_columns(tmp_path):
     text = _render(summary_table("tiny.en", "eval", systems, results))
     _check(text, ["system", "MB", "damage", "95 % CI", "rare", "dmg %", "WER %", "rare-", "whisper.cpp RTN q4_0",
                   "TARQ q4_0 (tarq)", "policy greedy"])
+    # the demo's closing comparison: damage rows only
+    rows = compare_damage(results["TARQ q4_0 (tarq)"], results["whisper.cpp RTN q4_0"], results["F16"], n_boot=100)
+    text = _render(comparison_table("TARQ q4_0 (tarq)", "whisper.cpp RTN q4_0", [], rows, policy="greedy"))
+    _check(text, ["100 resamples", "damage", "rare dmg", "res.", "verdict"])

@@ -34,9 +34,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _step(title: str) -> None:
+def _step(title: str, detail: str = "") -> None:
+    """A rule with a short title (a rule cuts long titles with "..."), the details wrapped below it."""
     from rich.console import Console
-    Console(stderr=True).rule(f"[bold]{title}")
+    console = Console(stderr=True)
+    console.rule(f"[bold]{title}")
+    if detail:
+        console.print(detail, overflow="fold", markup=False)
 
 
 def run(args) -> int:
@@ -61,14 +65,14 @@ def run(args) -> int:
 
     qdir = out / f"{args.model}-{args.method}-{fmt}"
     if args.force or not qdir.exists():
-        _step(f"1. quantize {args.model} with {args.method} onto {fmt} (calibration: {calib})")
+        _step(f"1. quantize {args.model} with {args.method} onto {fmt}", f"calibration data: {calib}")
         call("quantize", args.model, "--method", args.method, "--format", fmt, "--calib", calib, "--out", qdir,
              "--threads", args.threads)
 
     systems: list[tuple[str, Path]] = []
     ours = out / f"{args.model}-{args.method}-{fmt}.bin"
     if args.force or not ours.exists():
-        _step(f"2. export the solver's codes verbatim to whisper.cpp ({ours.name})")
+        _step("2. export the codes verbatim to whisper.cpp", f"writing {ours}")
         call("export", qdir, "--to", "whisper.cpp", "--out", ours)
     if not args.no_baselines:
         f16 = out / f"{args.model}-f16.bin"
@@ -80,7 +84,9 @@ def run(args) -> int:
         systems += [("F16", f16), (f"whisper.cpp RTN {fmt}", rtn)]
     systems.append((f"{args.method.upper()} {fmt} (tarq)", ours))
 
-    _step(f"3. transcribe {data} in whisper.cpp and score (damage against F16 when it is there)")
+    _step("3. transcribe in whisper.cpp and score",
+          f"data: {data}; quantized systems are scored as damage against F16" if not args.no_baselines
+          else f"data: {data}")
     results = {}
     reference = None
     for label, path in systems:
@@ -100,7 +106,7 @@ def run(args) -> int:
 
         ours_label, rtn_label = systems[-1][0], systems[1][0]
         rows = compare_damage(results[ours_label], results[rtn_label], results[systems[0][0]])
-        console.print(comparison_table(ours_label, rtn_label, rows, policy=results[ours_label].policy))
+        console.print(comparison_table(ours_label, rtn_label, [], rows, policy=results[ours_label].policy))
         console.print("(a small bundled set: differences under the 'res.' column cannot be resolved)")
     console.print(f"done in {time.perf_counter() - t0:.0f} s; files in {out}/")
     return 0

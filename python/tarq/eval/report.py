@@ -154,10 +154,15 @@ def comparison_table(label_a: str, label_b: str, rows: list[tuple[str, Bootstrap
                      damage_rows: list[tuple[str, dict]] | None = None, policy: str | None = None):
     """A - B per dataset and metric (points), the paired 95 % CI, the resolvable difference (its half-width)
     and the verdict. ``damage_rows`` (tarq.eval.damage.compare_damage) lead."""
-    first = rows[0][1] if rows else None
+    if rows:
+        boot = (rows[0][1].n_boot, rows[0][1].seed, rows[0][1].confidence)
+    elif damage_rows:
+        boot = (damage_rows[0][1]["n_boot"], damage_rows[0][1]["seed"], damage_rows[0][1]["confidence"])
+    else:
+        boot = None
     title = f"A = {label_a}, B = {label_b}" + (f" (policy {policy})" if policy else "") + ": A - B in points"
-    if first is not None:
-        title += f", paired bootstrap ({first.n_boot} resamples, seed {first.seed}, {100 * first.confidence:g} % CI)"
+    if boot is not None:
+        title += f", paired bootstrap ({boot[0]} resamples, seed {boot[1]}, {100 * boot[2]:g} % CI)"
     title += "; res. = half the CI, the smallest difference this data resolves; negative = A better"
     t = _table(title, ["metric / dataset", "A - B", "95 % CI", "res.", "verdict"])
     groups: dict[str, list] = {}
