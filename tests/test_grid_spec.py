@@ -166,3 +166,24 @@ def test_dry_run_runs_nothing(tmp_path, monkeypatch):
     s = engine.run_grid(_spec(seeds=[0], types=["q4_0"]), tmp_path / "g", dry_run=True, say=lines.append)
     assert s["ran"] == 0 and fake.ran == [] and sum("would run" in x for x in lines) == 4
     assert not (tmp_path / "g").exists()
+
+
+def test_cli_flags_override_the_spec_file(tmp_path, capsys):
+    import argparse
+
+    from tarq.cli import grid as grid_cli
+    from tarq.cli.main import build_parser, main
+
+    toml = tmp_path / "g.toml"
+    toml.write_text(f'models = ["tiny.en"]\nmethods = ["rtn"]\ntypes = ["q4_0"]\n'
+                    f'data = [{{path = "{DEMO / "eval"}", limit = 2}}]\n')
+    args = build_parser().parse_args(["grid", str(toml), "--out", str(tmp_path / "o"), "--types", "q4_0,q8_0",
+                                      "--methods", "rtn,gptq", "--calib", str(DEMO / "calib"), "--seeds", "0,1"])
+    spec = grid_cli.build_spec(args)
+    assert spec.types == ["q4_0", "q8_0"] and [m.label for m in spec.methods] == ["rtn", "gptq"]
+    assert spec.seeds == [0, 1] and spec.models == ["tiny.en"] and spec.data[0].limit == 2
+    assert isinstance(args, argparse.Namespace)
+    # a bad spec is a one-line error
+    assert main(["grid", "--out", str(tmp_path / "o"), "--models", "tiny.en", "--types", "q4_0",
+                 "--methods", "awq", "--data", str(DEMO / "eval"), "--dry-run"]) == 1
+    assert "unknown method 'awq'" in capsys.readouterr().err
