@@ -174,3 +174,13 @@ def test_runner_with_a_fake_backend(tmp_path):
     assert d.durations == pytest.approx([0.5, 1.0, 1.5])
     assert d.scores.errors == 3 and d.scores.rare_errors == 1 and d.scores.numeral_errors == 1   # rule "left"
     assert r.system["label"] == "echo"
+
+
+def test_reference_with_another_policy_is_warned_about(caplog):
+    import logging
+
+    ref = _result("F16", GOOD)
+    ref.system["policy"] = "default"
+    with caplog.at_level(logging.WARNING, logger="tarq.eval.results"):
+        _result("bad", BAD).attach_reference(ref, n_boot=20)
+    assert "decoding policy default" in caplog.text and "with decoding policy greedy" in caplog.text

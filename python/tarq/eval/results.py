@@ -19,6 +19,7 @@ empty outputs (paired with the reference system when there is one).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from .damage import damage_against, failure_summary
 from .metrics import (DEFAULT_INSERTION_RULE, DEFAULT_ZIPF_THRESHOLD, Scores, UttCounts, align_counts,
                       mean_over_datasets, pool)
 from .normalizer import normalizer_info
+
+log = logging.getLogger(__name__)
 
 FORMAT = "tarq-eval-result"
 VERSION = 1
@@ -100,6 +103,11 @@ class EvalResult:
     def attach_reference(self, reference: "EvalResult", path: str | os.PathLike | None = None,
                          n_boot: int = 1000, seed: int = 0) -> "EvalResult":
         """Score this result as damage against ``reference`` (same utterances; tarq.eval.damage)."""
+        for what, mine, theirs in (("decoding policy", self.policy, reference.policy),
+                                   ("backend", self.system.get("backend"), reference.system.get("backend"))):
+            if mine != theirs:
+                log.warning("the reference system was decoded with %s %s and %s with %s %s: its damage mixes "
+                            "that difference with the weights'", what, theirs, self.label, what, mine)
         self._damage = damage_against(self, reference, n_boot=n_boot, seed=seed)
         self.reference = {"label": reference.label, "path": None if path is None else str(path),
                           "system": reference.system}
