@@ -50,6 +50,9 @@ def run(args) -> int:
     from .main import main as tarq
 
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+    if not getattr(args, "verbose", False):   # the runtime's per-utterance log lines would bury the tables
+        import logging
+        logging.getLogger("pywhispercpp").setLevel(logging.WARNING)
     data_dir = bundled_data_dir()
     calib = args.calib or data_dir / "calib"
     data = args.data or data_dir / "eval"
