@@ -70,5 +70,8 @@ def run(args) -> int:
             raise ValueError(f"GGUF --rtn supports q4_0 and q8_0, not {args.rtn}")
         src = _rtn_checkpoint(args.source, args.rtn) if args.rtn else args.source
         out = write_gguf(src, args.out, family=args.family, qtype=args.type)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    from ..export.integrity import write_checksum
+
+    side = write_checksum(out)   # checked by tarq eval/transcribe --verify (and by sha256sum -c)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; checksum {side.name})")
     return 0

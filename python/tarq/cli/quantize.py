@@ -7,14 +7,17 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-METHOD_CHOICES = ("rtn", "gptq", "rarebal", "tarq", "qep")
+# method options: CLI flag -> the methods' Config field (a flag given for a method without that field is an error)
+METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha"}
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("quantize", help="quantize a model (rtn, gptq, rarebal, tarq, qep)",
+    from ._choices import methods
+
+    p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir")
-    p.add_argument("--method", default="tarq", choices=METHOD_CHOICES)
+    p.add_argument("--method", default="tarq", choices=methods(), help="quantization method (default tarq)")
     p.add_argument("--format", default="q4_0", help="export lattice: q4_0 (default) or q8_0")
     p.add_argument("--group-size", type=int, default=32, help="32 (ggml block, default), 64 or 128")
     p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
@@ -24,9 +27,11 @@ def register(subparsers) -> None:
     p.add_argument("--zipf-threshold", type=float, default=3.0, help="rare word: wordfreq Zipf below this")
     p.add_argument("--tag-by", choices=("target", "input"), default="target",
                    help="tag a decoder position by the word it predicts (target) or reads (input)")
-    p.add_argument("--cost-ratio", type=float, default=1.0, help="c in λ = c·tr(H_common)/tr(H_tail)")
-    p.add_argument("--damp", type=float, default=0.01, help="relative damping (× mean diag H)")
-    p.add_argument("--qep-alpha", type=float, default=0.5, help="QEP correction strength α")
+    p.add_argument("--cost-ratio", type=float, default=None,
+                   help="rarebal/tarq: c in λ = c·tr(H_common)/tr(H_tail) (default 1.0)")
+    p.add_argument("--damp", type=float, default=None,
+                   help="GPTQ-family methods: relative damping (× mean diag H, default 0.01)")
+    p.add_argument("--qep-alpha", type=float, default=None, help="qep: correction strength α (default 0.5)")
     p.add_argument("--encoder-frames", choices=("all", "speech"), default="all",
                    help="encoder positions in the statistics: the whole 30 s window or only frames covering audio")
     p.add_argument("--embedding", choices=("method", "rtn"), default="method",
@@ -34,7 +39,8 @@ def register(subparsers) -> None:
                         "statistics (default) or whisper.cpp's RTN")
     p.add_argument("--embed-damp", type=float, default=1.0,
                    help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads for every pool (PyTorch, native kernels; default 2)")
     p.add_argument("--device", default="cpu",
                    help="where the calibration forward, statistics and solves run: cpu (default), cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true")
@@ -49,7 +55,16 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)   # fail before minutes of model loading and audio decoding
     fmt = get_format(args.format, args.group_size)
-    method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha)
+    if args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    given = {field: getattr(args, flag) for flag, field in METHOD_FLAGS.items() if getattr(args, flag) is not None}
+    from ..methods.registry import method_options
+
+    wrong = [flag for flag, field in METHOD_FLAGS.items() if field in given and field not in method_options(args.method)]
+    if wrong:
+        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)} does not apply to "
+                         f"--method {args.method}")
+    method = get_method(args.method, **given)
     utterances = []
     if method.needs_stats:
         if args.calib is None:

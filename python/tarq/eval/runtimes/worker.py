@@ -1,120 +1,177 @@
-"""Run exported whisper.cpp ``.bin`` files in the real runtimes: whisper.cpp (pywhispercpp) and CrispASR.
+"""Child process that runs one ggml runtime (whisper.cpp via pywhispercpp, or CrispASR) on one model file.
 
-Both functions load the model once per call, decode each 16 kHz float32 array greedily without
-timestamps, and return one string per input (segments joined, whitespace-trimmed). Decoding options
-are whisper.cpp's defaults (temperature fallback on, suppress_blank on, non-speech-token suppression
-off), so results match what ``whisper-cli -nt`` gives; ``temperature_fallback=False`` turns the
-fallback off (temperature_inc = 0), i.e. pure greedy decoding like tarq's PyTorch decoder, for
-comparisons of weights rather than of decoding policies.
+Run as a script by :mod:`tarq.eval.runtimes.session` (never imported by tarq): it imports only the standard
+library, numpy and the runtime package, so it starts in a fraction of a second, and a native crash (segmentation
+fault, ggml abort, C++ exception) kills this process only; the parent turns it into a one-line error naming the
+model file. The model is loaded once and the worker then decodes one clip per request until told to exit or until
+its stdin closes (the parent died).
+
+Protocol: length-prefixed pickles. Requests arrive on stdin, replies leave on the original stdout, which is
+duplicated before fd 1 is pointed at stderr, so whatever the native libraries print cannot corrupt the protocol.
+Everything on stderr (ggml/whisper.cpp log lines) is read by the parent, shown with ``tarq -v`` and scanned for
+warnings.
+
+    {"op": "load", "runtime": "whisper.cpp"|"crispasr", "model": PATH, "threads": N, "language": "en",
+     "strategy": 0|1, "params": {...whisper_full_params fields...}}      -> {"ok": True, "info": {...}}
+    {"op": "transcribe", "audio": float32 ndarray}                      -> {"ok": True, "text": "..."}
+    {"op": "exit"}
+Any Python exception becomes {"ok": False, "error": "..."}.
 """
 from __future__ import annotations
 
-import contextlib
 import os
+import pickle
+import struct
 import sys
-from pathlib import Path
-from typing import Sequence
 
-import numpy as np
-
-# ggml tries to attach a debugger on a failed assert, which hangs a headless process
-os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+os.environ.setdefault("GGML_NO_BACKTRACE", "1")   # a ggml assert must abort, not wait for a debugger
 
 SAMPLE_RATE = 16000
+_HEADER = struct.Struct("<Q")
+LOADED_MARK = b"@@tarq-worker: model loaded"
 
 
-@contextlib.contextmanager
-def _native_stdout_to_stderr():
-    """ggml prints load messages ("repack: ...") on the C stdout; keep stdout for results."""
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError):  # no real fd 1 (e.g. captured by a test runner)
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+def send(stream, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
 
 
-def _magic(p: Path) -> bytes:
-    with open(p, "rb") as f:
-        return f.read(4)
+def recv(stream):
+    """The next message, or None at end of stream."""
+    head = _read_exact(stream, _HEADER.size)
+    if head is None:
+        return None
+    (n,) = _HEADER.unpack(head)
+    body = _read_exact(stream, n)
+    if body is None:
+        return None
+    return pickle.loads(body)
 
 
-def _check(bin_path: str | os.PathLike, audios: Sequence[np.ndarray], allowed=(b"lmgg", b"ggjt"),
-           ) -> tuple[str, list[np.ndarray]]:
-    p = Path(bin_path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such model file")
-    magic = _magic(p)
-    if magic not in allowed:
-        raise ValueError(f"{p}: not a whisper.cpp ggml model (magic {magic!r}); export with --to whisper.cpp")
-    arrays = []
-    for i, a in enumerate(audios):
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if a.ndim != 1:
-            raise ValueError(f"audio #{i}: expected mono 1-D float32 at 16 kHz, got shape {a.shape}")
-        arrays.append(a)
-    return str(p), arrays
+def _read_exact(stream, n: int):
+    chunks, got = [], 0
+    while got < n:
+        b = stream.read(n - got)
+        if not b:
+            return None
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
 
 
 def _join(texts) -> str:
     return " ".join(t.strip() for t in texts if t and t.strip())
 
 
-def transcribe_whisper_cpp(bin_path: str | os.PathLike, audios: Sequence[np.ndarray], n_threads: int = 2,
-                           language: str = "en", temperature_fallback: bool = True) -> list[str]:
-    """Transcribe with whisper.cpp 1.8.5 as bundled in pywhispercpp."""
-    from pywhispercpp.model import Model
+class WhisperCppEngine:
+    """whisper.cpp 1.8.x as bundled in pywhispercpp; ``params`` are whisper_full_params fields."""
 
-    path, arrays = _check(bin_path, audios)
-    extra = {} if temperature_fallback else {"temperature_inc": 0.0}
-    with _native_stdout_to_stderr():
-        model = Model(path, n_threads=int(n_threads), language=language, no_timestamps=True,
-                      print_progress=False, print_realtime=False, print_timestamps=False,
-                      redirect_whispercpp_logs_to=None, **extra)
+    def __init__(self, path: str, threads: int, language: str, strategy: int, params: dict):
+        import importlib.metadata
+
+        from pywhispercpp.model import Model
+
+        self.model = Model(path, params_sampling_strategy=int(strategy), n_threads=int(threads), language=language,
+                           print_progress=False, print_realtime=False, print_timestamps=False,
+                           redirect_whispercpp_logs_to=False, **params)   # False: logs to our stderr pipe
+        if not getattr(self.model, "_ctx", None):
+            raise RuntimeError("whisper.cpp could not load the model")
+        effective = self.model.get_params()
+        self.info = {"runtime_version": f"pywhispercpp {importlib.metadata.version('pywhispercpp')} "
+                                        f"(whisper.cpp {_whisper_cpp_version()})",
+                     "params": {k: _plain(effective[k]) for k in sorted(params) if k in effective},
+                     "strategy": str(self.model._params.strategy).rsplit(".", 1)[-1]}
+
+    def transcribe(self, audio):
+        return _join(s.text for s in self.model.transcribe(audio))
+
+
+class CrispAsrEngine:
+    """CrispASR: a whisper.cpp ``.bin`` through its whisper API (greedy or beam strategy, best_of), a GGUF file
+    through ``crispasr.Session`` (backend chosen from general.architecture; no decoding options)."""
+
+    def __init__(self, path: str, threads: int, language: str, strategy: int, params: dict):
+        import importlib.metadata
+
+        import crispasr
+
+        with open(path, "rb") as f:
+            self.gguf = f.read(4) == b"GGUF"
+        self.language, self.threads = language, int(threads)
+        self.strategy = int(strategy)
+        self.options = {"n_threads": self.threads, "print_progress": False, "print_realtime": False,
+                        "print_timestamps": False, **params}
+        if self.gguf:
+            self.session = crispasr.Session(path, n_threads=self.threads)
+        else:
+            self.session = crispasr.CrispASR(path)
+        self.info = {"runtime_version": f"crispasr {importlib.metadata.version('crispasr')}",
+                     "params": dict(params) if not self.gguf else {},
+                     "strategy": ("session:" + getattr(self.session, "backend", "?")) if self.gguf
+                     else ("BEAM_SEARCH" if self.strategy else "GREEDY")}
+
+    def transcribe(self, audio):
+        if self.gguf:
+            return _join(s.text for s in self.session.transcribe(audio, SAMPLE_RATE, language=self.language))
+        return _join(s.text for s in self.session.transcribe_pcm(audio, sample_rate=SAMPLE_RATE, language=self.language,
+                                                                 strategy=self.strategy, decode_options=self.options))
+
+
+ENGINES = {"whisper.cpp": WhisperCppEngine, "crispasr": CrispAsrEngine}
+
+
+def _whisper_cpp_version() -> str:
+    """The bundled libwhisper's version, from its file name (pywhispercpp exposes no version call)."""
+    import glob
+
+    import pywhispercpp
+
+    root = os.path.dirname(os.path.dirname(pywhispercpp.__file__))
+    for lib in sorted(glob.glob(os.path.join(root, "pywhispercpp.libs", "libwhisper*.so.*")) +
+                      glob.glob(os.path.join(root, "libwhisper.so.*.*.*"))):
+        tail = lib.rsplit(".so.", 1)[-1]
+        if tail.count(".") == 2:
+            return tail
+    return "unknown"
+
+
+def _plain(v):
+    return v if isinstance(v, (int, float, str, bool, type(None))) else (dict(v) if isinstance(v, dict) else str(v))
+
+
+def serve(inp, out) -> int:
+    import numpy as np
+
+    engine = None
+    while True:
+        msg = recv(inp)
+        if msg is None or msg.get("op") == "exit":
+            return 0
         try:
-            return [_join(s.text for s in model.transcribe(a)) for a in arrays]
-        finally:
-            del model
+            if msg["op"] == "load":
+                engine = ENGINES[msg["runtime"]](msg["model"], msg["threads"], msg["language"], msg["strategy"],
+                                                 msg["params"])
+                reply = {"ok": True, "info": engine.info}
+                os.write(2, LOADED_MARK + b"\n")   # the parent reads the load log up to here before going on
+            elif msg["op"] == "transcribe":
+                if engine is None:
+                    raise RuntimeError("no model loaded")
+                audio = np.ascontiguousarray(msg["audio"], dtype=np.float32)
+                reply = {"ok": True, "text": engine.transcribe(audio)}
+            else:
+                raise ValueError(f"unknown request {msg['op']!r}")
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which names the model file
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        send(out, reply)
 
 
-def transcribe_crispasr(bin_path: str | os.PathLike, audios: Sequence[np.ndarray], n_threads: int = 2,
-                        language: str = "en") -> list[str]:
-    """Transcribe with CrispASR (its own ggml build).
-
-    A whisper.cpp ``.bin`` runs through CrispASR's whisper API (same decoding defaults as whisper.cpp);
-    a GGUF file goes through ``crispasr.Session``, which picks the backend from general.architecture.
-    """
-    import crispasr
-
-    path, arrays = _check(bin_path, audios, allowed=(b"lmgg", b"ggjt", b"GGUF"))
-    with _native_stdout_to_stderr():
-        if _magic(Path(path)) == b"GGUF":
-            session = crispasr.Session(path, n_threads=int(n_threads))
-            try:
-                return [_join(s.text for s in session.transcribe(a, SAMPLE_RATE, language=language)) for a in arrays]
-            finally:
-                session.close()
-        model = crispasr.CrispASR(path)
-        opts = {"n_threads": int(n_threads), "print_progress": False, "print_realtime": False,
-                "print_timestamps": False}
-        try:
-            return [_join(s.text for s in model.transcribe_pcm(a, sample_rate=SAMPLE_RATE, language=language,
-                                                               decode_options=opts)) for a in arrays]
-        finally:
-            model.close()
+def main() -> int:
+    out = os.fdopen(os.dup(1), "wb")       # the protocol channel
+    os.dup2(2, 1)                           # native printf/puts -> stderr, never into the protocol
+    sys.stdout = sys.stderr
+    return serve(sys.stdin.buffer, out)
 
 
-RUNTIMES = {"whisper.cpp": transcribe_whisper_cpp, "crispasr": transcribe_crispasr}
-
-
-def get_runtime(name: str):
-    try:
-        return RUNTIMES[name]
-    except KeyError:
-        raise ValueError(f"unknown runtime {name!r}; choose from {sorted(RUNTIMES)}") from None
+if __name__ == "__main__":
+    sys.exit(main())
