@@ -133,6 +133,18 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+def _stage(res: dict, stage: str, verdict_and_detail) -> None:
+    """Store a stage's outcome; for failure outcomes also what was printed (to find the cause)."""
+    verdict, detail = verdict_and_detail
+    res[stage] = verdict
+    if verdict in FAILURES:
+        res.setdefault("detail", {})[stage] = detail[-1500:]
+
+
+def classify(rc: int, out: str, err: str, names: list[str], clean_text: str | None, reader_ok: bool):
+    return classify_cli(rc, out, err, names, clean_text, reader_ok), f"rc={rc} stderr={err!r} stdout={out[-300:]!r}"
+
+
 def classify_cli(rc: int, out: str, err: str, names: list[str], clean_text: str | None, reader_ok: bool) -> str:
     errors = [ln for ln in err.splitlines() if ln.startswith("tarq ") and ": error: " in ln]
     if rc == 99 or "Traceback (most recent call last)" in err:
@@ -152,16 +164,16 @@ def classify_cli(rc: int, out: str, err: str, names: list[str], clean_text: str 
     return "ok" if text == clean_text else "ok, different"
 
 
-def classify_reader(fn, names: list[str]) -> tuple[str, bool]:
+def classify_reader(fn, names: list[str]) -> tuple[tuple[str, str], bool]:
     try:
         fn()
-        return "ok", True
+        return ("ok", ""), True
     except (ValueError, OSError) as e:
         msg = str(e)
         ok = "\n" not in msg.strip() and any(n in msg for n in names)
-        return ("clean error" if ok else "messy error"), False
+        return ("clean error" if ok else "messy error", f"{type(e).__name__}: {msg}"), False
     except BaseException:  # noqa: BLE001
-        return "traceback", False
+        return ("traceback", traceback.format_exc()), False
 
 
 # ----------------------------------------------------------------------------------------------- cases
@@ -184,14 +196,15 @@ def model_case(i: int, fx: dict, work: Path, seed: int, gguf_share: float) -> di
     names = [str(path)]
     runtime = "crispasr" if is_gguf else "whisper.cpp"
     res = {"case": i, "kind": "gguf" if is_gguf else "bin", "mutation": what, "identical": data == raw}
-    res["reader"], reader_ok = classify_reader(lambda: check_model_file(path, runtime), names)
+    reader, reader_ok = classify_reader(lambda: check_model_file(path, runtime), names)
+    _stage(res, "reader", reader)
     clean_text = fx["clean_text"] if not is_gguf else None
     common = ["--threads", "1", "--backend", runtime]
-    res["transcribe"] = classify_cli(*_run_cli(["transcribe", str(path), fx["clip"], *common]), names, clean_text,
-                                     reader_ok)
-    res["verify"] = classify_cli(*_run_cli(["transcribe", str(path), fx["clip"], "--verify", *common]), names,
-                                 clean_text, reader_ok and data == raw)
-    res["eval"] = classify_cli(*_eval(path, fx["data"], common, work, i), names, None, reader_ok)
+    _stage(res, "transcribe", classify(*_run_cli(["transcribe", str(path), fx["clip"], *common]), names, clean_text,
+                                       reader_ok))
+    _stage(res, "verify", classify(*_run_cli(["transcribe", str(path), fx["clip"], "--verify", *common]), names,
+                                   clean_text, reader_ok and data == raw))
+    _stage(res, "eval", classify(*_eval(path, fx["data"], common, work, i), names, None, reader_ok))
     for f in (path, Path(str(path) + ".sha256")):
         f.unlink(missing_ok=True)
     return res
@@ -217,21 +230,22 @@ def data_case(i: int, fx: dict, work: Path, seed: int) -> dict:
         for u in load_dataset(root):
             load_audio(u.audio)
 
-    res["reader"], reader_ok = classify_reader(read, names)
+    reader, reader_ok = classify_reader(read, names)
+    _stage(res, "reader", reader)
     audio_files = sorted(str(p) for p in root.rglob("*") if p.suffix in (".flac", ".wav", ".txt") and p.name != "notes.txt")
     if audio_files:
-        res["transcribe"] = classify_cli(*_run_cli(["transcribe", fx["bin"], *audio_files[:1], "--threads", "1"]),
-                                         names, None, True)
+        _stage(res, "transcribe", classify(*_run_cli(["transcribe", fx["bin"], *audio_files[:1], "--threads", "1"]),
+                                           names, None, True))
     out = work / f"e{i:05d}.json"
     rc, so, se = _run_cli(["eval", fx["bin"], "--data", str(root), "--no-progress", "--threads", "1", "--json",
                            str(out)])
-    verdict = classify_cli(rc, so, se, names, None, reader_ok)
+    verdict, detail = classify(rc, so, se, names, None, reader_ok)
     if rc == 0 and verdict == "ok" and out.is_file():
         hyps = [u["hyp"] for d in json.loads(out.read_text())["datasets"] for u in d.get("utterances", [])
                 if "hyp" in u]
         if any(not h for h in hyps) and "empty transcript" not in se and kind != "silence":
             verdict = "silent empty"
-    res["eval"] = verdict
+    _stage(res, "eval", (verdict, detail))
     shutil.rmtree(root, ignore_errors=True)
     out.unlink(missing_ok=True)
     return res
@@ -320,7 +334,10 @@ def render_markdown(res: dict) -> str:
     for group, stages in res["table"].items():
         for stage, counts in stages.items():
             lines.append(f"| {group} | {stage} | " + " | ".join(str(counts.get(o, 0)) for o in outcomes) + " |")
-    return "\n".join(lines) + f"\n\n{len(res['failures'])} case(s) with a failure outcome."
+    text = "\n".join(lines) + f"\n\n{len(res['failures'])} case(s) with a failure outcome."
+    for r in res["failures"][:20]:
+        text += f"\n- {r['kind']} case {r['case']} ({r['mutation']}): " + json.dumps(r.get("detail", {}))[:600]
+    return text
 
 
 def main(argv=None) -> int:

@@ -139,13 +139,12 @@ def test_empty_model_warning_is_an_error(tmp_path, files):
 
 # --------------------------------------------------------------------------- policies, workers, identity
 
-def test_policies_reach_whisper_cpp_as_whisper_cli_sets_them(files, clips):
+def test_policies_reach_whisper_cpp_as_whisper_cli_sets_them(files):
     from tarq.eval import get_backend
 
     seen = {}
-    for policy in ("greedy", "default"):
-        with get_backend("whisper.cpp", files["q4_0"], threads=1, workers=1, policy=policy) as b:
-            b.transcribe(clips[:1])
+    for policy in ("greedy", "default"):   # parameters as read back from the loaded whisper.cpp context
+        with get_backend("whisper.cpp", files["q4_0"], threads=1, workers=1, policy=policy).start() as b:
             seen[policy] = (b.description["strategy"], b.description["effective_params"])
             assert b.description["policy"] == policy
     strategy, p = seen["default"]   # whisper-cli with no flags (examples/cli/cli.cpp, whisper.cpp 1.8.5)
@@ -158,14 +157,21 @@ def test_policies_reach_whisper_cpp_as_whisper_cli_sets_them(files, clips):
 
 
 def test_parallel_workers_give_the_same_texts_and_identity(files, clips):
-    from tarq.eval import get_backend
+    from dataclasses import replace
 
-    with get_backend("whisper.cpp", files["q4_0"], threads=1, workers=1) as one, \
-            get_backend("whisper.cpp", files["q4_0"], threads=2, workers=2) as two:
-        assert one.transcribe(clips) == two.transcribe(clips)
+    from tarq.eval import get_backend
+    from tarq.eval.runtimes import POLICIES
+
+    greedy = POLICIES["greedy"]   # the random model never says eot: stop after 8 tokens to keep the test short
+    short = replace(greedy, whisper_cpp={**greedy.whisper_cpp, "max_tokens": 8})
+    with get_backend("whisper.cpp", files["q4_0"], threads=1, workers=1, policy=short) as one, \
+            get_backend("whisper.cpp", files["q4_0"], threads=2, workers=2, policy=short) as two:
+        texts = one.transcribe(clips)
+        assert texts == two.transcribe(clips) and all(texts)
         assert (two.description["workers"], two.description["threads_per_worker"]) == (2, 1)
         assert one.cache_identity() == two.cache_identity()       # thread/worker counts do not change text
-        ident = one.cache_identity()
+    with get_backend("whisper.cpp", files["q4_0"]) as plain:
+        ident = plain.cache_identity()
     assert ident["model_sha256"] == hashlib.sha256(files["q4_0"].read_bytes()).hexdigest()
     assert ident["policy"] == "greedy" and ident["language"] == "en" and "whisper.cpp" in ident["runtime_version"]
     with get_backend("whisper.cpp", files["q4_0"], policy="default") as d:
@@ -204,10 +210,16 @@ def test_empty_transcript_of_non_silent_audio_is_reported(files, monkeypatch, ca
 
 # --------------------------------------------------------------------------- CLI
 
-def test_transcribe_verify_and_one_line_errors(tmp_path, files, clips, capsys):
+def test_transcribe_verify_and_one_line_errors(tmp_path, files, clips, capsys, caplog):
     wav = _wav(tmp_path, clips[0])
     assert main(["transcribe", str(files["q4_0"]), str(wav), "--verify", "--threads", "1"]) == 0
-    assert capsys.readouterr().out.startswith(f"{wav}\t")
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{wav}\t") and len(out.splitlines()) == 1
+    assert err == ""        # whisper.cpp's load log and "Transcribing ..." lines stay in the worker's pipe
+    with caplog.at_level(logging.DEBUG, logger="tarq.runtime"):   # ... and are logged at DEBUG (shown by -v)
+        assert main(["-v", "transcribe", str(files["q4_0"]), str(wav), "--threads", "1"]) == 0
+    assert "whisper_model_load: n_vocab" in caplog.text
+    capsys.readouterr()
     bad = _mutated(tmp_path, files["q4_0"], 200_000, "<B", 7, name="flipped.bin")
     (tmp_path / "flipped.bin.sha256").write_text(files["q4_0"].with_name("q4_0.bin.sha256").read_text())
     for argv, msg in [

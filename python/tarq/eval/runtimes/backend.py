@@ -116,6 +116,11 @@ class RuntimeBackend:
                       self.policy.name)
         return self._pool
 
+    def start(self, n_clips: int | None = None) -> "RuntimeBackend":
+        """Start the worker processes and load the model now (otherwise the first transcribe() does it)."""
+        self._ensure_pool(n_clips or self.threads)
+        return self
+
     def transcribe(self, audios: Sequence[np.ndarray], names: Sequence[str] | None = None) -> list[str]:
         from ..segment import split_long
 

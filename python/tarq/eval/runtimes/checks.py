@@ -67,9 +67,32 @@ def file_kind(path: str | os.PathLike) -> str:
     raise ValueError(f"{p}: not a ggml model file (magic {magic!r}; expected a whisper.cpp .bin or GGUF)")
 
 
+_checked: dict[tuple, ModelFileInfo | ValueError] = {}   # (path, size, mtime, inode, runtime) -> verdict
+
+
 def check_model_file(path: str | os.PathLike, runtime: str) -> ModelFileInfo:
-    """Validate ``path`` for ``runtime`` ("whisper.cpp" or "crispasr"); return what was found."""
+    """Validate ``path`` for ``runtime`` ("whisper.cpp" or "crispasr"); return what was found.
+
+    The verdict is remembered for the unchanged file (same size, mtime and inode), so several backends on one file
+    in one process parse it once."""
     p = Path(path)
+    file_kind(p)   # existence, regular file, magic: cheap, and never cached
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, runtime)
+    if key not in _checked:
+        if len(_checked) >= 16:
+            _checked.pop(next(iter(_checked)))
+        try:
+            _checked[key] = _check(p, runtime)
+        except ValueError as e:
+            _checked[key] = e
+    verdict = _checked[key]
+    if isinstance(verdict, ValueError):
+        raise ValueError(str(verdict)) from None
+    return verdict
+
+
+def _check(p: Path, runtime: str) -> ModelFileInfo:
     kind = file_kind(p)
     if kind == "gguf":
         if runtime == "whisper.cpp":
@@ -95,11 +118,21 @@ def _check_whisper_bin(p: Path) -> ModelFileInfo:
 
 
 def _check_finite(p: Path, tensors) -> None:
+    """Every tensor's float values (F32/F16 data, the fp16 scales/mins of quantized blocks) are finite."""
     for name, t in tensors.items():
-        values = t.to_float()
-        if not np.isfinite(values).all():
-            bad = int((~np.isfinite(values)).sum())
+        bad = _non_finite(t)
+        if bad:
             raise ValueError(f"{p}: tensor {name!r} has {bad} NaN/Inf value(s) (corrupted data)")
+
+
+def _non_finite(t) -> int:
+    dtype = getattr(t.ggml_type, "block_dtype", None)
+    if dtype is not None and dtype.names:   # quantized blocks: only the float fields (scales, mins) can be NaN
+        blocks = t.data.view(dtype)
+        return sum(int((~np.isfinite(blocks[f])).sum()) for f in dtype.names if blocks[f].dtype.kind == "f")
+    with np.errstate(all="ignore"):
+        values = t.to_float()
+    return int((~np.isfinite(values)).sum())
 
 
 def _check_gguf(p: Path) -> ModelFileInfo:
