@@ -29,11 +29,14 @@ import io
 import json
 import logging
 import os
+import queue
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -287,10 +290,22 @@ def run_all(args) -> dict:
             cmd = [sys.executable, __file__, "--shard", "--fixtures", str(work / "fixtures.json"), "--work", str(work),
                    "--start", str(i), "--stop", str(total), "--n-models", str(args.models), "--seed", str(args.seed),
                    "--gguf-share", str(args.gguf_share)]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=bench_env(threads=1))
-            current = None
-            for line in proc.stdout:
+            err_file = tempfile.TemporaryFile(mode="w+")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
+                                    env=bench_env(threads=1), start_new_session=True)
+            lines: queue.Queue = queue.Queue()
+            threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)],
+                             daemon=True).start()
+            current, hung = None, False
+            while True:
+                try:
+                    line = lines.get(timeout=SHARD_TIMEOUT_S)
+                except queue.Empty:   # no progress: kill the shard and the runtime workers it started
+                    hung = True
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                if line is None:
+                    break
                 if line.startswith("@@ case "):
                     current = int(line.split()[2])
                 elif line.startswith("{"):
@@ -299,14 +314,16 @@ def run_all(args) -> dict:
                     if len(results) % 25 == 0:
                         print(f"{len(results)}/{total} cases ({time.perf_counter() - t0:.0f} s)", flush=True)
             rc = proc.wait()
-            if rc != 0:   # tarq's own process died on case `current`
-                err = proc.stderr.read()[-2000:]
-                kind = {-11: "segfault", -6: "abort"}.get(rc, "killed" if rc < 0 else "traceback")
+            if rc != 0 or hung:   # tarq's own process died (or stopped answering) on case `current`
+                err_file.seek(0)
+                err = err_file.read()[-2000:]
+                kind = "hang" if hung else {-11: "segfault", -6: "abort"}.get(rc, "killed" if rc < 0 else "traceback")
                 j = current if current is not None else i
                 results.append({"index": j, "case": j if j < args.models else j - args.models,
                                 "kind": "model" if j < args.models else "data", "mutation": "? (process died)",
                                 **{s: kind for s in STAGES}, "stderr_tail": err})
                 i = j + 1
+            err_file.close()
         return {"meta": meta.finish(), "source": args.source, "seed": args.seed, "n_models": args.models,
                 "n_datasets": args.datasets, "table": summarize(results), "failures": _failures(results),
                 "cases": results}

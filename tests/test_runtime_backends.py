@@ -176,6 +176,10 @@ def test_parallel_workers_give_the_same_texts_and_identity(files, clips):
     assert ident["policy"] == "greedy" and ident["language"] == "en" and "whisper.cpp" in ident["runtime_version"]
     with get_backend("whisper.cpp", files["q4_0"], policy="default") as d:
         assert d.cache_identity() != ident
+    with get_backend("whisper.cpp", files["q4_0"], threads=2, workers=1) as two_threads:
+        # ggml's thread count can change a transcript (measured on base), so it is part of the identity
+        assert two_threads.cache_identity() == {**ident, "ggml_threads": 2}
+        assert two_threads.description["threads_per_worker"] == 2
 
 
 def test_long_audio_is_split_for_greedy_and_whole_for_default(files, monkeypatch):

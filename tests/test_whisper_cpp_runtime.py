@@ -95,6 +95,19 @@ def test_runtime_transcribes_exported_tiny_en(bins, prompts, runtime, kind, max_
     assert wer <= max_wer, f"{runtime} {kind}: WER {wer:.3f}\nrefs={refs}\nhyps={hyps}"
 
 
+@pytest.mark.parametrize("runtime", ["whisper.cpp", "crispasr"])
+def test_default_policy_transcribes_in_both_runtimes(bins, prompts, runtime):
+    """whisper-cli's own defaults (beam 5, temperature fallback, timestamps) on the F16 file."""
+    from tarq.eval import get_backend
+
+    pytest.importorskip("pywhispercpp" if runtime == "whisper.cpp" else "crispasr")
+    audios, refs = prompts
+    with get_backend(runtime, bins["f16"], threads=1, policy="default") as b:
+        hyps = b.transcribe(audios)
+        assert b.description["policy"] == "default"
+    assert _wer(refs, hyps) <= 0.05, (refs, hyps)
+
+
 CALIB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "austen-tts-calib"
 if not (CALIB / "manifest.jsonl").is_file():
     CALIB = DEMO_CALIB      # the 40 bundled calibration sentences

@@ -40,15 +40,20 @@ def rms_dbfs(audio: np.ndarray) -> float:
 def plan_workers(threads: int, workers: int | None, n_clips: int | None = None) -> tuple[int, int]:
     """(worker processes, ggml threads per worker) for a budget of ``threads`` CPU threads.
 
-    ``workers=None`` chooses: one single-threaded worker per thread (measured faster than one multi-threaded
-    worker for Whisper on CPU, docs/evaluation.md "Parallel decoding"), never more workers than clips."""
+    ``workers=None`` chooses one single-threaded worker per thread, never more workers than clips (docs/evaluation.md
+    "Parallel decoding": a 2-thread worker spent 3x the CPU time of a 1-thread one here, and ggml's thread count can
+    change a transcript, so the default keeps every clip on one ggml thread whatever --threads is). An explicit
+    ``workers`` gets ``threads // workers`` ggml threads each."""
     threads = max(1, int(threads))
     if workers is None:
-        workers = threads
-    workers = max(1, int(workers))
-    if n_clips is not None:
-        workers = max(1, min(workers, n_clips))
-    return workers, max(1, threads // workers)
+        per = 1
+        workers = threads if n_clips is None else max(1, min(threads, n_clips))
+    else:
+        workers = max(1, int(workers))
+        per = max(1, threads // workers)
+        if n_clips is not None:
+            workers = max(1, min(workers, n_clips))
+    return workers, per
 
 
 def runtime_version(runtime: str) -> str:
@@ -162,7 +167,8 @@ class RuntimeBackend:
 
     # ------------------------------------------------------------------ identity
     def cache_identity(self) -> dict[str, Any]:
-        """Everything that can change the text output (API.md); thread and worker counts cannot (measured)."""
+        """Everything that can change the text output (API.md). The ggml thread count per worker can (measured on
+        base: 1 vs 2 threads changed transcripts); the number of workers cannot (each clip runs in one worker)."""
         from tarq.export.integrity import file_sha256
 
         from ..segment import SPLIT_VERSION
@@ -170,7 +176,8 @@ class RuntimeBackend:
         return {"backend": self.name, "runtime_version": self.version,
                 "model_sha256": self.sha256 or file_sha256(self.path), "policy": self.policy.name,
                 "policy_params": self.policy.describe(self.name), "language": self.language,
-                "long_audio": SPLIT_VERSION if self._splits_long_audio() else "runtime"}
+                "long_audio": SPLIT_VERSION if self._splits_long_audio() else "runtime",
+                "ggml_threads": plan_workers(self.threads, self.workers_requested)[1]}
 
     def close(self) -> None:
         if self._pool is not None:

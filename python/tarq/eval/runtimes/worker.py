@@ -167,6 +167,9 @@ def serve(inp, out) -> int:
 
 
 def main() -> int:
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0] or ".") == here:
+        del sys.path[0]                     # run as a script: our siblings must not shadow the runtime's imports
     out = os.fdopen(os.dup(1), "wb")       # the protocol channel
     os.dup2(2, 1)                           # native printf/puts -> stderr, never into the protocol
     sys.stdout = sys.stderr
