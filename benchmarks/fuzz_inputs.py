@@ -31,6 +31,7 @@ import logging
 import os
 import queue
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -137,11 +138,15 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 def _stage(res: dict, stage: str, verdict_and_detail) -> None:
-    """Store a stage's outcome; for failure outcomes also what was printed (to find the cause)."""
+    """Store a stage's outcome; for failure outcomes also what was printed (to find the cause); note native
+    runtime crashes that the worker isolation turned into clean errors."""
     verdict, detail = verdict_and_detail
     res[stage] = verdict
     if verdict in FAILURES:
         res.setdefault("detail", {})[stage] = detail[-1500:]
+    crash = re.search(r"crashed \((SIG\w+|exit status -?\d+)\)", detail)
+    if crash:
+        res.setdefault("contained_crash", {})[stage] = crash.group(1)
 
 
 def classify(rc: int, out: str, err: str, names: list[str], clean_text: str | None, reader_ok: bool):
@@ -237,8 +242,12 @@ def data_case(i: int, fx: dict, work: Path, seed: int) -> dict:
     _stage(res, "reader", reader)
     audio_files = sorted(str(p) for p in root.rglob("*") if p.suffix in (".flac", ".wav", ".txt") and p.name != "notes.txt")
     if audio_files:
-        _stage(res, "transcribe", classify(*_run_cli(["transcribe", fx["bin"], *audio_files[:1], "--threads", "1"]),
-                                           names, None, True))
+        rc, so, se = _run_cli(["transcribe", fx["bin"], *audio_files[:1], "--threads", "1"])
+        verdict, detail = classify(rc, so, se, names, None, True)
+        if verdict == "ok" and not so.strip().split("\t", 1)[-1] and "empty transcript" not in se \
+                and kind != "silence":
+            verdict = "silent empty"
+        _stage(res, "transcribe", (verdict, detail))
     out = work / f"e{i:05d}.json"
     rc, so, se = _run_cli(["eval", fx["bin"], "--data", str(root), "--no-progress", "--threads", "1", "--json",
                            str(out)])
@@ -326,6 +335,7 @@ def run_all(args) -> dict:
             err_file.close()
         return {"meta": meta.finish(), "source": args.source, "seed": args.seed, "n_models": args.models,
                 "n_datasets": args.datasets, "table": summarize(results), "failures": _failures(results),
+                "contained_crashes": contained_crashes(results),
                 "cases": results}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -341,6 +351,16 @@ def summarize(results: list[dict]) -> dict:
     return {g: {s: dict(c) for s, c in st.items()} for g, st in table.items()}
 
 
+def contained_crashes(results: list[dict]) -> dict:
+    """{group: {signal: number of commands}}: native runtime crashes reported as one-line errors."""
+    out: dict = {}
+    for r in results:
+        group = "data sets" if r["kind"] == "data" else f"model files ({r['kind']})"
+        for sig in r.get("contained_crash", {}).values():
+            out.setdefault(group, collections.Counter())[sig] += 1
+    return {g: dict(c) for g, c in out.items()}
+
+
 def _failures(results: list[dict]) -> list[dict]:
     return [r for r in results if any(r.get(s) in FAILURES for s in STAGES)]
 
@@ -352,6 +372,11 @@ def render_markdown(res: dict) -> str:
         for stage, counts in stages.items():
             lines.append(f"| {group} | {stage} | " + " | ".join(str(counts.get(o, 0)) for o in outcomes) + " |")
     text = "\n".join(lines) + f"\n\n{len(res['failures'])} case(s) with a failure outcome."
+    crashes = res.get("contained_crashes") or {}
+    if crashes:
+        text += (" Native runtime crashes contained by the worker processes (reported as the clean errors above): "
+                 + "; ".join(f"{g}: " + ", ".join(f"{n} {sig}" for sig, n in c.items()) for g, c in crashes.items())
+                 + ".")
     for r in res["failures"][:20]:
         text += f"\n- {r['kind']} case {r['case']} ({r['mutation']}): " + json.dumps(r.get("detail", {}))[:600]
     return text

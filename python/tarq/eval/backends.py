@@ -58,7 +58,12 @@ def get_backend(name: str, model, **options) -> Backend:
         factory = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(backend_names())}") from None
-    return factory(model, **options)
+    try:
+        return factory(model, **options)
+    except TypeError as e:   # an option this backend does not have: say so instead of a traceback
+        if "unexpected keyword argument" in str(e):
+            raise ValueError(f"backend {name!r} does not take option {str(e).rsplit(' ', 1)[-1]}") from None
+        raise
 
 
 def _suppress_lists(loaded) -> tuple[tuple[int, ...], tuple[int, ...]]:

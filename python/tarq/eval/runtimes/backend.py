@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0
 SILENCE_DBFS = -45.0      # below this RMS a clip counts as silent; an empty transcript of it is expected
+MIN_SAMPLES = SAMPLE_RATE // 10   # whisper_full skips input under 100 ms ("input is too short")
 
 
 def rms_dbfs(audio: np.ndarray) -> float:
@@ -157,7 +158,13 @@ class RuntimeBackend:
         return out
 
     def _report_empty(self, audios, texts, names) -> None:
-        empty = [i for i, (a, t) in enumerate(zip(audios, texts)) if not t and rms_dbfs(a) > SILENCE_DBFS]
+        short = [i for i, (a, t) in enumerate(zip(audios, texts)) if not t and len(a) < MIN_SAMPLES]
+        if short:
+            which = ", ".join(names[i] if names else f"#{i + 1}" for i in short[:3]) + (" ..." if len(short) > 3 else "")
+            log.warning("%s: empty transcript for %d clip(s) shorter than %d ms, too short for %s to decode (%s)",
+                        self.label, len(short), 1000 * MIN_SAMPLES // SAMPLE_RATE, self.name, which)
+        empty = [i for i, (a, t) in enumerate(zip(audios, texts))
+                 if not t and len(a) >= MIN_SAMPLES and rms_dbfs(a) > SILENCE_DBFS]
         if not empty:
             return
         self.n_empty_nonsilent += len(empty)

@@ -59,6 +59,7 @@ class RuntimeWorker:
         self._load_log: list[str] = []
         self._pending: collections.deque[str] = collections.deque()
         self._loaded = threading.Event()
+        self._done = threading.Semaphore(0)   # released when the worker's stderr reaches a request's end marker
         env = dict(os.environ)
         env.update(GGML_NO_BACKTRACE="1", OMP_NUM_THREADS=str(self.threads),
                    OPENBLAS_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
@@ -91,6 +92,9 @@ class RuntimeWorker:
             if line == _protocol.LOADED_MARK.decode():
                 self._loaded.set()
                 continue
+            if line == _protocol.DONE_MARK.decode():
+                self._done.release()
+                continue
             if not self._loaded.is_set():
                 self._load_log.append(line)
             self._lines.append(line)
@@ -122,6 +126,7 @@ class RuntimeWorker:
             reply = None
         if reply is None:
             raise self._crashed(what)
+        self._done.acquire(timeout=5)   # the request's stderr lines (warnings) are in before we go on
         if not reply.get("ok"):
             detail = " ".join(str(reply.get("error", "unknown error")).split())
             last = self._last_message()

@@ -29,6 +29,7 @@ os.environ.setdefault("GGML_NO_BACKTRACE", "1")   # a ggml assert must abort, no
 SAMPLE_RATE = 16000
 _HEADER = struct.Struct("<Q")
 LOADED_MARK = b"@@tarq-worker: model loaded"
+DONE_MARK = b"@@tarq-worker: request done"   # after every reply: the parent has read the request's log lines
 
 
 def send(stream, obj) -> None:
@@ -163,6 +164,7 @@ def serve(inp, out) -> int:
                 raise ValueError(f"unknown request {msg['op']!r}")
         except Exception as e:  # noqa: BLE001 - reported to the parent, which names the model file
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        os.write(2, DONE_MARK + b"\n")
         send(out, reply)
 
 
