@@ -244,9 +244,8 @@ def data_case(i: int, fx: dict, work: Path, seed: int) -> dict:
     if audio_files:
         rc, so, se = _run_cli(["transcribe", fx["bin"], *audio_files[:1], "--threads", "1"])
         verdict, detail = classify(rc, so, se, names, None, True)
-        if verdict == "ok" and not so.strip().split("\t", 1)[-1] and "empty transcript" not in se \
-                and kind != "silence":
-            verdict = "silent empty"
+        if verdict == "ok" and not so.strip().split("\t", 1)[-1] and kind != "silence":
+            verdict = "empty, reported" if "empty transcript" in se else "silent empty"
         _stage(res, "transcribe", (verdict, detail))
     out = work / f"e{i:05d}.json"
     rc, so, se = _run_cli(["eval", fx["bin"], "--data", str(root), "--no-progress", "--threads", "1", "--json",
@@ -255,8 +254,8 @@ def data_case(i: int, fx: dict, work: Path, seed: int) -> dict:
     if rc == 0 and verdict == "ok" and out.is_file():
         hyps = [u["hyp"] for d in json.loads(out.read_text())["datasets"] for u in d.get("utterances", [])
                 if "hyp" in u]
-        if any(not h for h in hyps) and "empty transcript" not in se and kind != "silence":
-            verdict = "silent empty"
+        if any(not h for h in hyps) and kind != "silence":
+            verdict = "empty, reported" if "empty transcript" in se else "silent empty"
     _stage(res, "eval", (verdict, detail))
     shutil.rmtree(root, ignore_errors=True)
     out.unlink(missing_ok=True)
