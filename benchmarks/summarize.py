@@ -30,6 +30,8 @@ SECTIONS = {
     "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),
     "quant_speed_n128": ("bench_quant_speed", "bench_quant_speed_n128.json"),
     "quant_speed_gpu": ("bench_quant_speed", "bench_quant_speed_gpu.json"),
+    "runtime_workers": ("bench_runtime_workers", "bench_runtime_workers.json"),
+    "fuzz_inputs": ("fuzz_inputs", "fuzz_inputs.json"),
 }
 
 

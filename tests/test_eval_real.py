@@ -41,13 +41,13 @@ def tiny_torch():
 
 
 def test_tiny_en_torch_on_eight_asterisk_prompts(tiny_torch):
-    _need(ASTERISK)
+    from test_export_fixtures import asterisk_dir
     from tarq.data import load_dataset
     from tarq.eval import score_corpus
     from tarq.eval.runner import decode_utterances
 
     # 8 sentence-length prompts (2-5 s) spread over the set, not the one-word ones at its start
-    utts = [u for u in load_dataset(ASTERISK / "manifest.jsonl") if 2.0 <= (u.duration or 0) <= 5.0]
+    utts = [u for u in load_dataset(asterisk_dir() / "manifest.jsonl") if 2.0 <= (u.duration or 0) <= 5.0]
     chosen = utts[::len(utts) // 8][:8]
     hyps, secs, audio = decode_utterances(tiny_torch, chosen, progress=False)
     s = score_corpus([u.text for u in chosen], hyps)

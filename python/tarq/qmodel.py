@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,9 +96,9 @@ class QuantizedCheckpoint:
 
 
 def _atomic_dir(out_dir: Path):
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    from ._atomic import make_temp_dir   # umask-respecting; cleans temporaries of killed runs
+
+    return make_temp_dir(out_dir)
 
 
 def save_quantized_model(out_dir: str | os.PathLike, *, family: str, config: dict[str, Any],
@@ -145,6 +144,9 @@ def save_quantized_model(out_dir: str | os.PathLike, *, family: str, config: dic
             (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2))
         if save_extras is not None:
             save_extras(tmp)
+        from ._atomic import publish_tree
+
+        publish_tree(tmp)   # modes as plain writes would give under the umask
         if out_dir.exists():
             backup = out_dir.with_name(out_dir.name + ".old")
             if backup.exists():

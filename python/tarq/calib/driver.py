@@ -31,6 +31,37 @@ def pseudo_label(loaded, audios: Sequence) -> list[str]:
     return backend.transcribe(list(audios))
 
 
+WINDOW_SAMPLES = 30 * 16000   # Whisper's encoder window
+
+
+def split_long_utterances(utterances: Sequence, audios: Sequence, texts: Sequence):
+    """Calibration clips over 30 s cut at quiet points into <= 30-s pieces (tarq.eval.segment.split_long).
+
+    A reference transcript cannot be split without a word alignment, so the pieces get the FP model's own greedy
+    transcripts (the pseudo-label path, as for clips without a reference); the statistics then describe what the
+    model hears in each window. Returns (utterances, audios, texts, number of clips split)."""
+    from dataclasses import replace
+
+    from ..eval.segment import split_long
+
+    out_u, out_a, out_t, n_long, n_pieces = [], [], [], 0, 0
+    for u, a, t in zip(utterances, audios, texts):
+        if a.shape[0] <= WINDOW_SAMPLES:
+            out_u.append(u), out_a.append(a), out_t.append(t)
+            continue
+        n_long += 1
+        pieces = split_long(a)
+        n_pieces += len(pieces)
+        for k, piece in enumerate(pieces):
+            out_u.append(replace(u, id=f"{u.id}#{k + 1}", text=None, duration=piece.shape[0] / 16000))
+            out_a.append(piece)
+            out_t.append(None)
+    if n_long:
+        log.warning("%d calibration clip(s) over 30 s cut at quiet points into %d pieces of <= 30 s, transcribed by "
+                    "the FP model (a reference text cannot be split without an alignment)", n_long, n_pieces)
+    return out_u, out_a, out_t, n_long
+
+
 def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: CalibConfig
                     ) -> tuple[list[CalibSample], dict[str, Any]]:
     """Load audio, fill missing transcripts with FP greedy pseudo-labels, tokenize and tag."""
@@ -38,6 +69,7 @@ def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: Ca
 
     audios = [load_audio(u.audio) for u in utterances]
     texts = [u.text if (u.text and u.text.strip()) else None for u in utterances]
+    utterances, audios, texts, n_long = split_long_utterances(utterances, audios, texts)
     missing = [i for i, t in enumerate(texts) if t is None]
     if missing:
         log.info("%d/%d calibration utterances have no transcript: pseudo-labelling with the FP model (greedy)",
@@ -48,7 +80,8 @@ def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: Ca
                for u, a, t in zip(utterances, audios, texts)]
     n_pos = sum(s.tail.numel() for s in samples)
     n_tail = sum(int(s.tail.sum()) for s in samples)
-    info = {"n_utterances": len(samples), "n_pseudo_labelled": len(missing), "ids": [s.id for s in samples],
+    info = {"n_utterances": len(samples), "n_pseudo_labelled": len(missing), "n_long_split": n_long,
+            "ids": [s.id for s in samples],
             "decoder_positions": n_pos, "tail_positions": n_tail,
             "tail_share": n_tail / n_pos if n_pos else 0.0,
             "audio_seconds": sum(a.shape[0] for a in audios) / 16000.0}
@@ -98,9 +131,9 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
 
     cfg = cfg or CalibConfig()
     device = resolve_device(cfg.device)
-    from ..kernels import set_num_threads
+    from .._threads import set_threads
 
-    set_num_threads(max(1, int(cfg.threads)))   # torch's pool and tarq._C's OpenMP pool
+    set_threads(cfg.threads)   # torch pools and the native kernels' OpenMP pool
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
     adapter = get_adapter(getattr(loaded, "family", "whisper"))

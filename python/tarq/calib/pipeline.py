@@ -257,7 +257,7 @@ def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibCon
 
     if cfg.embedding == "rtn":
         return get_method("rtn")
-    if cfg.embed_damp is not None:
+    if cfg.embed_damp is not None and hasattr(method.config, "damp"):   # rtn has no damping
         return get_method(method.name, **{**asdict(method.config), "damp": cfg.embed_damp})
     return method
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "whisper.cpp", "crispasr")
 COMPARE_METRICS = ("wer", "rare_wer")
 
 
 def register(subparsers) -> None:
+    from ._choices import backends, policies
+
     p = subparsers.add_parser(
         "eval", help="WER / rare-WER of a model on datasets (torch, whisper.cpp or CrispASR backend)",
         description="Decode DATA with MODEL and report pooled WER, rare-WER (Zipf < k), common-WER and "
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
                    help="model alias (tiny.en), model/quantized directory, whisper.cpp .bin or GGUF file")
     p.add_argument("--data", action="append", default=[], metavar="DATA",
                    help="dataset (manifest.jsonl/.tsv, its folder, LibriSpeech tree, audio folder); repeatable")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
+    p.add_argument("--backend", choices=backends(), default=None,
                    help="decoder (default: whisper.cpp for .bin, crispasr for .gguf, else torch)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the result (with per-utterance hypotheses) here")
     p.add_argument("--reference", type=Path, metavar="REF.json",
@@ -33,9 +34,18 @@ def register(subparsers) -> None:
     p.add_argument("--rescore", type=Path, metavar="RESULT.json",
                    help="re-score a saved result instead of decoding (no MODEL/--data needed)")
     p.add_argument("--limit", type=int, help="first N utterances of each dataset")
-    p.add_argument("--batch-size", type=int, default=8, help="torch backend batch size (default 8)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for the decoder (default 2)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="torch backend token limit per utterance")
+    p.add_argument("--batch-size", type=int, default=None, help="torch backend batch size (default 8)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads for decoding, all pools (torch; runtime workers x their ggml threads; default 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runtime backends: decoding processes sharing --threads (default: one per thread)")
+    p.add_argument("--policy", choices=policies(), default=None,
+                   help="runtime backends: greedy (default; no temperature fallback, the policy of the torch "
+                        "backend) or default (whisper-cli's: beam 5, temperature fallback, timestamps)")
+    p.add_argument("--verify", action="store_true",
+                   help="runtime backends: check the model file against its .sha256 sidecar (tarq export) first")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="torch backend token limit per utterance (default 128)")
     p.add_argument("-k", "--zipf", type=float, default=None,
                    help="rare threshold: reference words with Zipf frequency below this are rare (default 3.0)")
     p.add_argument("--insertions", choices=("left", "adjacent-rare", "none"), default=None,
@@ -48,15 +58,20 @@ def register(subparsers) -> None:
     p.add_argument("--no-cache", action="store_true", help="decode everything; do not read or write the decode cache")
     p.add_argument("--cache-dir", type=Path, metavar="DIR",
                    help="decode cache root (default $TARQ_CACHE_DIR, else ~/.cache/tarq); entries under DIR/decodes")
-    p.add_argument("--runtime-fallback", action="store_true",
-                   help="whisper.cpp backend: keep the runtime's temperature fallback (its out-of-the-box policy); "
-                        "default is pure greedy, the same policy as the torch backend")
     p.set_defaults(func=run)
 
 
 def _auto_backend(model: str) -> str:
-    suffix = Path(model).suffix.lower()
-    return {".bin": "whisper.cpp", ".gguf": "crispasr"}.get(suffix, "torch")
+    """whisper.cpp for a legacy ggml .bin, CrispASR for GGUF (by content, else by suffix), torch otherwise."""
+    p = Path(model)
+    if p.is_file():
+        with open(p, "rb") as f:
+            magic = f.read(4)
+        if magic == b"GGUF":
+            return "crispasr"
+        if magic == b"lmgg":
+            return "whisper.cpp"
+    return {".bin": "whisper.cpp", ".gguf": "crispasr"}.get(p.suffix.lower(), "torch")
 
 
 def _decode(args):
@@ -67,22 +82,43 @@ def _decode(args):
         raise ValueError("give MODEL_OR_DIR_OR_FILE (or --rescore RESULT.json)")
     if not args.data:
         raise ValueError("give at least one --data DATASET")
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise ValueError("--batch-size and --limit must be positive")
+    if any(v is not None and v < 1 for v in (args.batch_size, args.limit, args.max_new_tokens)):
+        raise ValueError("--batch-size, --limit and --max-new-tokens must be positive")
+    if args.threads < 1 or (args.workers is not None and args.workers < 1):
+        raise ValueError("--threads and --workers must be at least 1")
     name = args.backend or _auto_backend(args.model)
     opts = {"threads": args.threads}
+    runtime_opts = {"policy": args.policy, "workers": args.workers, "verify": args.verify or None}
+    torch_opts = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
     if name == "torch":
-        opts.update(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
-    elif name == "whisper.cpp":
-        opts.update(temperature_fallback=args.runtime_fallback)
+        if runtime_opts["policy"] == "greedy":   # what the torch backend does anyway
+            runtime_opts["policy"] = None
+        _reject_given(runtime_opts, name, "the runtime backends (whisper.cpp, crispasr); the torch backend decodes "
+                                          "greedily in this process")
+        opts.update(batch_size=args.batch_size or 8, max_new_tokens=args.max_new_tokens or 128)
+    else:
+        _reject_given(torch_opts, name, "the torch backend")
+        opts.update({k: v for k, v in runtime_opts.items() if v is not None})
     backend = get_backend(name, args.model, **opts)
     k = DEFAULT_ZIPF_THRESHOLD if args.zipf is None else args.zipf
     cache = None
     if not args.no_cache:
         from tarq.eval.cache import DecodeCache
         cache = DecodeCache(args.cache_dir)
-    return evaluate(backend, args.data, limit=args.limit, k=k, label=args.label or Path(args.model).name,
-                    progress=not args.no_progress, insertion_rule=args.insertions or "left", cache=cache)
+    try:
+        return evaluate(backend, args.data, limit=args.limit, k=k, label=args.label or Path(args.model).name,
+                        progress=not args.no_progress, insertion_rule=args.insertions or "left", cache=cache)
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()   # stop runtime worker processes now, not at interpreter exit
+
+
+def _reject_given(options: dict, backend: str, owner: str) -> None:
+    given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --backend "
+                         f"{backend} (only to {owner})")
 
 
 def compare(a, b, n_boot: int = 1000, seed: int = 0, metrics=COMPARE_METRICS):

@@ -97,5 +97,8 @@ def run(args) -> int:
             raise ValueError(f"GGUF --rtn supports q4_0 and q8_0, not {args.rtn}")
         ckpt = _rtn_checkpoint(args.source, args.rtn)
         out = _target(ckpt.family, "gguf", args.dialect).write(ckpt, args.out, qtype=args.type)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    from ..export.integrity import write_checksum
+
+    side = write_checksum(out)   # checked by tarq eval/transcribe --verify (and by sha256sum -c)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; checksum {side.name})")
     return 0

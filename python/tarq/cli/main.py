@@ -6,6 +6,8 @@ import importlib
 import logging
 import sys
 
+from ..errors import RuntimeCrash
+
 # subcommand -> module under tarq.cli; modules are imported lazily so `tarq --help` stays fast
 SUBCOMMANDS = {
     "quantize": "quantize",
@@ -43,11 +45,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
+    except (OSError, ValueError, RuntimeCrash) as e:  # bad input, a failed runtime: one clear line, no traceback
         if args.verbose:
             raise
-        print(f"tarq {args.command}: error: {e}", file=sys.stderr)
+        print(f"tarq {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"tarq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    """The exception as one line; an OSError without the file in its text gets it (e.g. PermissionError)."""
+    text = str(e)
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {e.strerror or text}"
+    elif isinstance(e, OSError) and e.filename and e.strerror and text.startswith("["):
+        text = f"{e.filename}: {e.strerror}"
+    return " ".join(text.split()) or type(e).__name__
 
 
 if __name__ == "__main__":

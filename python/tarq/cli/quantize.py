@@ -9,15 +9,18 @@ from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 
 log = logging.getLogger(__name__)
 
-METHOD_CHOICES = ("rtn", "gptq", "rarebal", "tarq", "qep")
+# method options: CLI flag -> the methods' Config field (a flag given for a method without that field is an error)
+METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha"}
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("quantize", help="quantize a model (rtn, gptq, rarebal, tarq, qep)",
+    from ._choices import methods
+
+    p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir of Whisper, Qwen3-ASR or Moonshine "
                                  "| cached hub id")
-    p.add_argument("--method", default="tarq", choices=METHOD_CHOICES)
+    p.add_argument("--method", default="tarq", choices=methods(), help="quantization method (default tarq)")
     p.add_argument("--format", default="q4_0", help="export lattice: q4_0 (default) or q8_0")
     p.add_argument("--group-size", type=int, default=32, help="32 (ggml block, default), 64 or 128")
     p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
@@ -34,9 +37,11 @@ def register(subparsers) -> None:
                    help="rare word: wordfreq Zipf below this (default: the scoring threshold, tarq.lexicon)")
     p.add_argument("--tag-by", choices=("target", "input"), default="target",
                    help="tag a decoder position by the word it predicts (target) or reads (input)")
-    p.add_argument("--cost-ratio", type=float, default=1.0, help="c in λ = c·tr(H_common)/tr(H_tail)")
-    p.add_argument("--damp", type=float, default=0.01, help="relative damping (× mean diag H)")
-    p.add_argument("--qep-alpha", type=float, default=0.5, help="QEP correction strength α")
+    p.add_argument("--cost-ratio", type=float, default=None,
+                   help="rarebal/tarq: c in λ = c·tr(H_common)/tr(H_tail) (default 1.0)")
+    p.add_argument("--damp", type=float, default=None,
+                   help="GPTQ-family methods: relative damping (× mean diag H, default 0.01)")
+    p.add_argument("--qep-alpha", type=float, default=None, help="qep: correction strength α (default 0.5)")
     # defaults live in one place, tarq.calib.pipeline.CalibConfig (docs/methods.md §2)
     p.add_argument("--encoder-frames", choices=("sampled", "all", "speech"), default=None,
                    help="encoder positions in the statistics: frames covering audio + every --pad-stride-th padding "
@@ -53,7 +58,8 @@ def register(subparsers) -> None:
                         "statistics (default) or whisper.cpp's RTN")
     p.add_argument("--embed-damp", type=float, default=1.0,
                    help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="CPU threads for every pool (PyTorch, native kernels; default 2)")
     p.add_argument("--device", default="cpu",
                    help="where the calibration forward, statistics and solves run: cpu (default), cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true")
@@ -80,9 +86,20 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)   # fail before minutes of model loading and audio decoding
     fmt = get_format(args.format, args.group_size)
+    if args.threads < 1:
+        raise ValueError("--threads must be at least 1")
+    if args.pad_stride is not None and args.pad_stride < 1:
+        raise ValueError("--pad-stride must be at least 1")
     overrides = _overrides(args)
     TypePolicy.build(fmt, {**overrides, **({"": args.audio_tower_type} if args.audio_tower_type else {})})  # validate
-    method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha)
+    given = {field: getattr(args, flag) for flag, field in METHOD_FLAGS.items() if getattr(args, flag) is not None}
+    from ..methods.registry import method_options
+
+    wrong = [flag for flag, field in METHOD_FLAGS.items() if field in given and field not in method_options(args.method)]
+    if wrong:
+        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)} does not apply to "
+                         f"--method {args.method}")
+    method = get_method(args.method, **given)
     utterances = []
     if method.needs_stats:
         if args.calib is None:

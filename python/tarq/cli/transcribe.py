@@ -1,45 +1,50 @@
-"""``tarq transcribe``: run an exported whisper.cpp model on audio files with a real ggml runtime."""
+"""``tarq transcribe``: run an exported model on audio files in a real ggml runtime (whisper.cpp or CrispASR)."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
+    from ._choices import policies, runtimes
+
     p = subparsers.add_parser(
-        "transcribe", help="transcribe audio with an exported .bin in whisper.cpp or CrispASR",
-        description="Greedy, no timestamps, whisper.cpp default decoding options. Prints PATH<TAB>TEXT per file.",
+        "transcribe", help="transcribe audio with an exported .bin / GGUF in whisper.cpp or CrispASR",
+        description="Prints PATH<TAB>TEXT per audio file. The model file is validated first; the runtime runs in "
+                    "worker processes, so a runtime crash is reported as an error naming the file. "
+                    "Policies: docs/evaluation.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", type=Path, help="whisper.cpp model file (tarq export --to whisper.cpp)")
+    p.add_argument("model", type=Path, help="model file (tarq export --to whisper.cpp, or a GGUF for CrispASR)")
     p.add_argument("audio", nargs="+", type=Path, help="audio files (any rate/channels soundfile reads)")
-    p.add_argument("--backend", choices=["whisper.cpp", "crispasr"], default="whisper.cpp")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", choices=runtimes(), default=None,
+                   help="runtime (default: whisper.cpp for a .bin, crispasr for GGUF)")
+    p.add_argument("--policy", choices=policies(), default="greedy",
+                   help="greedy (no temperature fallback) or default (whisper-cli's beam 5 + fallback)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads in total")
+    p.add_argument("--workers", type=int, default=None, help="runtime processes sharing --threads "
+                                                             "(default: one per thread, at most one per file)")
     p.add_argument("--language", default="en")
+    p.add_argument("--verify", action="store_true", help="check MODEL against MODEL.sha256 (written by tarq export)")
     p.set_defaults(func=run)
 
 
-def _load_audio(path: Path):
-    try:
-        from ..data import load_audio
-    except ImportError:  # tarq.data not available: plain soundfile, 16 kHz mono only
-        import numpy as np
-        import soundfile as sf
-
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such audio file")
-        a, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        if sr != 16000:
-            raise ValueError(f"{path}: sample rate {sr}, expected 16000")
-        return np.ascontiguousarray(a.mean(axis=1))
-    return load_audio(path)
-
-
 def run(args) -> int:
-    from ..export.runtimes import get_runtime
+    from ..data import load_audio
+    from ..eval.backends import get_backend
+    from .evaluate import _auto_backend
 
-    transcribe = get_runtime(args.backend)
-    audios = [_load_audio(p) for p in args.audio]
-    texts = transcribe(args.model, audios, n_threads=args.threads, language=args.language)
-    for p, t in zip(args.audio, texts):
+    if args.threads < 1 or (args.workers is not None and args.workers < 1):
+        raise ValueError("--threads and --workers must be at least 1")
+    backend_name = args.backend or _auto_backend(str(args.model))
+    if backend_name == "torch":
+        backend_name = "whisper.cpp"
+    audios = [load_audio(p) for p in args.audio]    # all audio errors before the model is loaded
+    with get_backend(backend_name, args.model, threads=args.threads, workers=args.workers, policy=args.policy,
+                     language=args.language, verify=args.verify) as backend:
+        texts = backend.transcribe(audios, names=[str(p) for p in args.audio])
+    for p, t in zip(args.audio, texts):   # an empty text of non-silent audio was reported by the backend
         print(f"{p}\t{t}")
     return 0

@@ -46,6 +46,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         raise ValueError(f"{p}: unreadable or corrupt audio ({e})") from None
     if data.shape[0] == 0:
         raise ValueError(f"{p}: audio file contains no samples")
+    if not np.isfinite(data).all():   # float WAV/FLAC can hold them; every decoder would turn them into garbage
+        raise ValueError(f"{p}: audio contains NaN or Inf samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if sr != sample_rate:
         log.debug("%s: resampling %d Hz -> %d Hz", p, sr, sample_rate)

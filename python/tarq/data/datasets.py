@@ -144,7 +144,10 @@ def _read_audio_folder(root: Path, files: list[Path], limit: int | None) -> list
     out = []
     for audio in files:
         txt = audio.with_suffix(".txt")
-        text = _clean_text(txt.read_text(encoding="utf-8"), str(txt)) if txt.is_file() else None
+        try:
+            text = _clean_text(txt.read_text(encoding="utf-8"), str(txt)) if txt.is_file() else None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{txt}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         out.append(Utterance(audio.relative_to(root).with_suffix("").as_posix(), audio, text, None))
         if limit is not None and len(out) >= limit:
             break
@@ -207,14 +210,19 @@ def load_dataset(path: str | os.PathLike, limit: int | None = None, *, verify_au
         raise ValueError(f"limit must be >= 0, got {limit}")
     p = Path(path).expanduser()
     kind, target = detect_layout(p)
-    if kind == "jsonl":
-        utts = _read_jsonl(target, limit)
-    elif kind == "tsv":
-        utts = _read_tsv(target, limit)
-    elif kind == "librispeech":
-        utts = _read_librispeech(target, limit)
-    else:
-        utts = _read_audio_folder(target, _audio_files(target), limit)
+    try:
+        if kind == "jsonl":
+            utts = _read_jsonl(target, limit)
+        elif kind == "tsv":
+            utts = _read_tsv(target, limit)
+        elif kind == "librispeech":
+            utts = _read_librispeech(target, limit)
+        else:
+            utts = _read_audio_folder(target, _audio_files(target), limit)
+    except UnicodeDecodeError as e:   # a ValueError whose text names no file
+        raise ValueError(f"{target}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise ValueError(f"{target}: malformed TSV ({e})") from None
     if not utts and limit != 0:
         raise ValueError(f"{target}: dataset is empty")
     _check_ids(utts, target)

@@ -6,16 +6,19 @@
 * ``torch``: a model loaded by ``tarq.models.load_model(spec)`` (FP alias/dir, or a quantized-model directory,
   which comes back fake-quantized) decoded by its family's torch decoder (Whisper: ``tarq.eval.decode.greedy_decode``
   in ``TorchBackend``; Qwen3-ASR / Moonshine: ``tarq.models.<family>.decode``).
-* ``whisper.cpp``: an exported ggml ``.bin`` run by pywhispercpp (``tarq.export.runtimes``).
-* ``crispasr``: an exported model file run by CrispASR (``tarq.export.runtimes``).
+* ``whisper.cpp``: an exported ggml ``.bin`` run by pywhispercpp, ``crispasr``: a ``.bin`` or GGUF run by CrispASR
+  (both in :mod:`tarq.eval.runtimes`: validated file, decoding policy, crash-isolating worker processes).
 
 New backends register with ``@register_backend("name")``; a backend is any class whose constructor takes
-``(model, **options)`` and which has ``transcribe(list[np.ndarray]) -> list[str]``.
+``(model, **options)`` and which has ``transcribe(list[np.ndarray]) -> list[str]``, a JSON-able ``description``
+(with "backend", "model", "policy") and ``cache_identity() -> dict | None`` (everything that can change the text;
+None: do not cache).
 """
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -27,9 +30,13 @@ SAMPLE_RATE = 16000
 
 class Backend(Protocol):
     name: str
+    description: dict
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
         """Texts for 16 kHz mono float32 clips, in input order."""
+
+    def cache_identity(self) -> dict | None:
+        """JSON-able dict of everything that can change the texts, or None (do not cache)."""
 
 
 _REGISTRY: dict[str, Callable[..., Backend]] = {}
@@ -52,7 +59,12 @@ def get_backend(name: str, model, **options) -> Backend:
         factory = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown backend {name!r}; available: {', '.join(backend_names())}") from None
-    return factory(model, **options)
+    try:
+        return factory(model, **options)
+    except TypeError as e:   # an option this backend does not have: say so instead of a traceback
+        if "unexpected keyword argument" in str(e):
+            raise ValueError(f"backend {name!r} does not take option {str(e).rsplit(' ', 1)[-1]}") from None
+        raise
 
 
 def _suppress_lists(loaded) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -105,7 +117,10 @@ class TorchBackend:
         from .decode import DecodeOptions
 
         if threads:
-            torch.set_num_threads(threads)
+            from tarq._threads import set_threads
+
+            set_threads(threads)
+        self._spec = str(model) if isinstance(model, (str, os.PathLike)) else None
         if isinstance(model, (str, os.PathLike)):
             from tarq.models import load_model
 
@@ -116,10 +131,10 @@ class TorchBackend:
         self.options = DecodeOptions(prompt_ids=tuple(model.decoder_prompt_ids()), eot_id=int(model.eot_id),
                                      suppress_tokens=suppress, begin_suppress_tokens=begin,
                                      max_new_tokens=max_new_tokens, no_speech_id=_no_speech_id(model))
-        self.description = {"backend": self.name, "model": getattr(model, "name", str(model)),
+        self.description = {"backend": self.name, "model": getattr(model, "name", str(model)), "policy": "greedy",
                             "batch_size": self.batch_size, "max_new_tokens": max_new_tokens,
                             "prompt_ids": list(self.options.prompt_ids), "threads": torch.get_num_threads(),
-                            "decoder_threads": self.options.decoder_threads, "policy": "greedy"}
+                            "decoder_threads": self.options.decoder_threads}
         self._identity = None
 
     def cache_identity(self) -> dict | None:
@@ -185,61 +200,5 @@ class TorchBackend:
         return texts
 
 
-def _runtimes():
-    os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # otherwise a ggml assert hangs the process
-    try:
-        from tarq.export import runtimes
-    except ModuleNotFoundError as e:
-        raise ValueError(f"runtime backends need tarq.export.runtimes and its runtime package ({e})") from e
-    return runtimes
-
-
-def _existing_file(path, what: str):
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: {what} not found")
-    return p
-
-
-@register_backend("whisper.cpp")
-class WhisperCppBackend:
-    """whisper.cpp (pywhispercpp) on an exported legacy ggml ``.bin``; greedy, no timestamps.
-
-    By default the runtime's temperature fallback is off, so whisper.cpp decodes with the same greedy
-    policy as the PyTorch backend and a difference between the two measures the weights, not the
-    decoding policy; ``temperature_fallback=True`` gives whisper.cpp's out-of-the-box behaviour."""
-
-    name = "whisper.cpp"
-    batch_size = 64   # clips per transcribe() call: the runtime loads the model once per call
-
-    def __init__(self, model, threads: int = 2, language: str = "en", temperature_fallback: bool = False,
-                 **_ignored):
-        self.path = _existing_file(model, "whisper.cpp model (.bin)")
-        self.threads, self.language, self.temperature_fallback = threads, language, temperature_fallback
-        self.description = {"backend": self.name, "model": str(self.path), "threads": threads, "language": language,
-                            "temperature_fallback": temperature_fallback}
-
-    def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
-        return [t.strip() for t in _runtimes().transcribe_whisper_cpp(
-            str(self.path), [np.asarray(a, dtype=np.float32) for a in audios], n_threads=self.threads,
-            language=self.language, temperature_fallback=self.temperature_fallback)]
-
-
-@register_backend("crispasr")
-class CrispAsrBackend:
-    """CrispASR on an exported model file (what `tarq.export.runtimes.transcribe_crispasr` accepts)."""
-
-    name = "crispasr"
-    batch_size = 64
-
-    def __init__(self, model, threads: int = 2, language: str = "en", **_ignored):
-        self.path = _existing_file(model, "CrispASR model file")
-        self.threads, self.language = threads, language
-        self.description = {"backend": self.name, "model": str(self.path), "threads": threads, "language": language}
-
-    def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
-        return [t.strip() for t in _runtimes().transcribe_crispasr(
-            str(self.path), [np.asarray(a, dtype=np.float32) for a in audios], n_threads=self.threads,
-            language=self.language)]
+# the runtime backends register themselves ("whisper.cpp", "crispasr"); imported last: they use register_backend
+from .runtimes import backend as _runtime_backends  # noqa: E402,F401

@@ -41,21 +41,8 @@ def default_cache_dir() -> Path:
     return cache_root()
 
 
-_file_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (memoised per process by path, size and mtime)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _file_hashes:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _file_hashes[key] = h.hexdigest()
-    return _file_hashes[key]
+# one definition of a file's digest, shared with the export checksums (memoised per process)
+from tarq.export.integrity import file_sha256  # noqa: E402
 
 
 def tree_sha256(paths: Sequence[str | os.PathLike], root: str | os.PathLike | None = None) -> str:

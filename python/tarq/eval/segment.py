@@ -13,6 +13,7 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 FRAME = SAMPLE_RATE // 10   # 100 ms
+SPLIT_VERSION = "split_long/v1(max_s=30,search_s=10,frame=100ms)"   # part of decode-cache keys: bump on change
 
 
 def split_long(audio: np.ndarray, max_s: float = 30.0, search_s: float = 10.0) -> list[np.ndarray]:

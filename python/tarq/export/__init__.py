@@ -6,5 +6,7 @@ Submodules (imported on demand so ``import tarq.export`` stays light):
   whisper_cpp     whisper.cpp legacy ggml ``.bin``: WhisperModelFile, write_whisper_bin, read_whisper_cpp
   whisper_export  quantized directory / float model -> whisper.cpp file (export_whisper_cpp)
   gguf_writer     write_gguf / read_gguf with a model-family registry
-  runtimes        transcribe_whisper_cpp / transcribe_crispasr
+  integrity       MODEL.sha256 sidecars: write_checksum / verify_checksum (tarq eval/transcribe --verify)
+
+Running exported files in the real runtimes is evaluation's: tarq.eval.runtimes.
 """

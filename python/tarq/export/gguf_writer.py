@@ -154,19 +154,22 @@ def read_gguf(path: str | os.PathLike) -> GgufModel:
         magic = f.read(4)
     if magic != b"GGUF":
         raise ValueError(f"{path}: bad magic {magic!r}, not a GGUF file")
-    try:
+    try:   # gguf-py parses lazily: metadata strings and tensor data are decoded below, so all of it is guarded
         reader = gguf.GGUFReader(str(path))
-    except (ValueError, IndexError, OSError, KeyError) as e:
-        raise ValueError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
-    kv = {k: _field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
-    tensors = {}
-    for rt in reader.tensors:
-        tid = int(rt.tensor_type)
-        if tid not in GGML_TYPES_BY_ID:
-            raise ValueError(f"{path}: tensor {rt.name!r} has unsupported ggml type {rt.tensor_type!r}")
-        shape = tuple(int(d) for d in reversed(rt.shape.tolist()))
-        raw = np.ascontiguousarray(rt.data).view(np.uint8).reshape(-1)
-        tensors[rt.name] = GgmlTensor(rt.name, GGML_TYPES_BY_ID[tid], shape, raw)
+        kv = {k: _field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+        tensors = {}
+        for rt in reader.tensors:
+            tid = int(rt.tensor_type)
+            if tid not in GGML_TYPES_BY_ID:
+                raise ValueError(f"{path}: tensor {rt.name!r} has unsupported ggml type {rt.tensor_type!r}")
+            shape = tuple(int(d) for d in reversed(rt.shape.tolist()))
+            raw = np.ascontiguousarray(rt.data).view(np.uint8).reshape(-1)
+            tensors[rt.name] = GgmlTensor(rt.name, GGML_TYPES_BY_ID[tid], shape, raw)
+    except Exception as e:  # noqa: BLE001 - any failure on untrusted bytes is a corrupt file; say which
+        msg = " ".join(str(e).split())
+        if msg.startswith(str(path)):
+            raise ValueError(msg) from None
+        raise ValueError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {msg[:200]})") from None
     return GgufModel(str(kv.get("general.architecture", "")), kv, tensors)
 
 

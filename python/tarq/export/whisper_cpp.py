@@ -114,16 +114,53 @@ def expected_shape(name: str, hp: WhisperHParams) -> tuple[int, ...]:
     return (n,)
 
 
+# Limits of what whisper.cpp can run (whisper.cpp whisper_model_load / log_mel_spectrogram, v1.8.5). Every released
+# Whisper lies inside them; a file outside them makes the runtime read out of bounds or abort, not fail cleanly.
+WHISPER_N_FFT_BINS = 201          # 1 + WHISPER_N_FFT / 2: the mel code indexes a 400-point FFT with filters.n_fft
+WHISPER_MIN_VOCAB = 51864         # special-token ids (eot 50256, sot 50257, ... beg 50363) must exist
+WHISPER_MAX_VOCAB = 51866         # large-v3; more would give language tokens whisper_lang_str does not know
+WHISPER_N_AUDIO_CTX = 1500        # 30 s of 10-ms mel frames after the stride-2 conv; the encoder graph assumes it
+WHISPER_MAX_LAYERS = 64           # a sanity bound (large has 32) before building per-layer tensor lists
+WHISPER_MAX_TEXT_CTX = 448        # Whisper's decoder positions; n_max = n_text_ctx / 2 - 4 tokens per window
+
+
+def hparam_problems(hp: WhisperHParams, n_mel: int | None = None, n_fft: int | None = None) -> list[str]:
+    """Header values whisper.cpp cannot run, independent of the tensors (checked before reading them)."""
+    problems = []
+    if hp.n_audio_state != hp.n_text_state:
+        problems.append(f"n_audio_state {hp.n_audio_state} != n_text_state {hp.n_text_state}")
+    for state, head, which in ((hp.n_audio_state, hp.n_audio_head, "audio"), (hp.n_text_state, hp.n_text_head, "text")):
+        if head <= 0 or state % head:
+            problems.append(f"n_{which}_head {head} does not divide n_{which}_state {state}")
+    if not WHISPER_MIN_VOCAB <= hp.n_vocab <= WHISPER_MAX_VOCAB:
+        problems.append(f"n_vocab {hp.n_vocab} outside Whisper's {WHISPER_MIN_VOCAB}..{WHISPER_MAX_VOCAB}")
+    if hp.n_audio_ctx != WHISPER_N_AUDIO_CTX:
+        problems.append(f"n_audio_ctx {hp.n_audio_ctx}, whisper.cpp needs {WHISPER_N_AUDIO_CTX}")
+    if not 8 < hp.n_text_ctx <= WHISPER_MAX_TEXT_CTX:
+        problems.append(f"n_text_ctx {hp.n_text_ctx} outside 9..{WHISPER_MAX_TEXT_CTX}")
+    for n, which in ((hp.n_audio_layer, "n_audio_layer"), (hp.n_text_layer, "n_text_layer")):
+        if not 0 < n <= WHISPER_MAX_LAYERS:
+            problems.append(f"{which} {n} outside 1..{WHISPER_MAX_LAYERS}")
+    if hp.n_mels not in (80, 128):
+        problems.append(f"n_mels {hp.n_mels}, Whisper uses 80 or 128")
+    if n_mel is not None and n_mel != hp.n_mels:
+        problems.append(f"mel filter bank has {n_mel} filters but n_mels is {hp.n_mels}")
+    if n_fft is not None and n_fft != WHISPER_N_FFT_BINS:
+        problems.append(f"mel filters have {n_fft} frequency bins, whisper.cpp needs {WHISPER_N_FFT_BINS}")
+    return problems
+
+
 def validate_for_whisper_cpp(mf: WhisperModelFile, where: str = "model") -> None:
-    """Raise ValueError listing every way ``mf`` would be rejected by whisper.cpp's loader."""
+    """Raise ValueError listing every way ``mf`` would be rejected by (or crash) whisper.cpp's loader."""
     hp = mf.hparams
     wtype = hp.wtype
     conv_type = F32 if wtype is F32 else F16
     problems = []
-    if hp.n_audio_state != hp.n_text_state:
-        problems.append(f"n_audio_state {hp.n_audio_state} != n_text_state {hp.n_text_state}")
-    if mf.mel_filters.shape != (hp.n_mels, mf.mel_filters.shape[-1]) or mf.mel_filters.ndim != 2:
-        problems.append(f"mel filters shape {mf.mel_filters.shape} is not [n_mels={hp.n_mels}, n_fft]")
+    if mf.mel_filters.ndim != 2:
+        problems.append(f"mel filters shape {mf.mel_filters.shape} is not [n_mels, n_fft]")
+    problems += hparam_problems(hp, *mf.mel_filters.shape) if mf.mel_filters.ndim == 2 else hparam_problems(hp)
+    if problems:   # tensor checks below build per-layer name lists from these values
+        _invalid(where, problems)
     if len(mf.vocab) > hp.n_vocab:
         problems.append(f"{len(mf.vocab)} vocab entries but n_vocab is {hp.n_vocab}")
     if b" " not in mf.vocab:
@@ -145,7 +182,12 @@ def validate_for_whisper_cpp(mf: WhisperModelFile, where: str = "model") -> None
         if t.shape != expected_shape(name, hp):
             problems.append(f"{name}: shape {t.shape}, whisper.cpp needs {expected_shape(name, hp)}")
     if problems:
-        raise ValueError(f"{where}: not a valid whisper.cpp model: " + "; ".join(problems))
+        _invalid(where, problems)
+
+
+def _invalid(where: str, problems: list[str], shown: int = 6):
+    more = f"; ... ({len(problems) - shown} more)" if len(problems) > shown else ""
+    raise ValueError(f"{where}: not a valid whisper.cpp model: " + "; ".join(problems[:shown]) + more)
 
 
 # --------------------------------------------------------------------------- writer
@@ -221,6 +263,8 @@ def read_whisper_cpp(path: str | os.PathLike) -> WhisperModelFile:
     hp = WhisperHParams(*cur.ints("11i", "hparams"))
     if any(v <= 0 for v in hp.as_tuple()[:10]) or hp.ftype < 0:
         raise ValueError(f"{path}: implausible hparams {hp}")
+    if not (0 < hp.n_audio_layer <= WHISPER_MAX_LAYERS and 0 < hp.n_text_layer <= WHISPER_MAX_LAYERS):
+        raise ValueError(f"{path}: implausible layer counts {hp.n_audio_layer}/{hp.n_text_layer}")
     try:
         wtype = hp.wtype
     except ValueError as e:

@@ -28,13 +28,27 @@ def available_methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def get_method(name: str, **options: Any) -> QuantMethod:
-    """Instantiate a method; ``options`` not in the method's config are ignored (one CLI, many methods)."""
+def method_options(name: str) -> list[str]:
+    """The option names (Config fields) method ``name`` takes."""
+    return [f.name for f in dataclasses.fields(_method_class(name).Config)]
+
+
+def _method_class(name: str) -> type[QuantMethod]:
     _load_builtin()
     try:
-        cls = _METHODS[name]
+        return _METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(_METHODS)}") from None
-    known = {f.name for f in dataclasses.fields(cls.Config)}
-    cfg = cls.Config(**{k: v for k, v in options.items() if k in known and v is not None})
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}") from None
+
+
+def get_method(name: str, **options: Any) -> QuantMethod:
+    """Instantiate a method. An option the method does not have is an error (it would silently do nothing);
+    ``None`` means "the method's default"."""
+    cls = _method_class(name)
+    known = method_options(name)
+    unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
+    if unknown:
+        raise ValueError(f"method {name!r} has no option {', '.join(unknown)} "
+                         f"(its options: {', '.join(known) or 'none'})")
+    cfg = cls.Config(**{k: v for k, v in options.items() if v is not None})
     return cls(cfg)

@@ -1,0 +1,53 @@
+"""argparse ``choices`` read from a registry only when argparse needs them (parsing that option, or printing that
+subcommand's help), so ``tarq --help`` does not import torch to list the quantization methods."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+
+class RegistryChoices:
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self._names = names
+        self._cache: list[str] | None = None
+
+    def _all(self) -> list[str]:
+        if self._cache is None:
+            self._cache = list(self._names())
+        return self._cache
+
+    def __contains__(self, item) -> bool:
+        return item in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def methods() -> RegistryChoices:
+    def names():
+        from ..methods import available_methods
+        return available_methods()
+    return RegistryChoices(names)
+
+
+def backends() -> RegistryChoices:
+    def names():
+        from ..eval import backend_names
+        return backend_names()
+    return RegistryChoices(names)
+
+
+def runtimes() -> RegistryChoices:
+    def names():
+        from ..eval.runtimes import RUNTIMES
+        return RUNTIMES
+    return RegistryChoices(names)
+
+
+def policies() -> RegistryChoices:
+    def names():
+        from ..eval.runtimes.policy import policy_names
+        return policy_names()
+    return RegistryChoices(names)

@@ -1,0 +1,61 @@
+"""Options do what they say: inapplicable method options are errors, CLI choices come from the registries, and
+--threads reaches every thread pool."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tarq.cli.main import build_parser, main
+
+
+def test_get_method_rejects_options_the_method_lacks():
+    from tarq.methods import get_method
+
+    with pytest.raises(ValueError, match=r"method 'tarq' has no option qep_alpha \(its options: damp, block_size"):
+        get_method("tarq", qep_alpha=0.3)
+    with pytest.raises(ValueError, match="has no option damp"):
+        get_method("rtn", damp=0.1)
+    assert get_method("qep", qep_alpha=0.3).config.qep_alpha == 0.3
+    assert get_method("gptq", damp=None).config.damp == 0.01      # None: the method's default
+
+
+def test_quantize_refuses_inapplicable_flag_before_any_work(tmp_path, capsys):
+    rc = main(["quantize", "tiny.en", "--method", "tarq", "--qep-alpha", "0.3", "--out", str(tmp_path / "q")])
+    assert rc == 1
+    assert "--qep-alpha does not apply to --method tarq" in capsys.readouterr().err
+    rc = main(["quantize", "tiny.en", "--method", "rtn", "--damp", "0.1", "--out", str(tmp_path / "q")])
+    assert rc == 1 and "--damp does not apply to --method rtn" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
+def test_cli_choices_come_from_the_registries(capsys):
+    from tarq.eval.backends import _REGISTRY, register_backend
+    from tarq.methods import available_methods
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["quantize", "m", "--method", "awq", "--out", "x"])
+    err = capsys.readouterr().err
+    assert all(repr(m) in err for m in available_methods())
+    register_backend("registry-probe")(object)
+    try:
+        args = build_parser().parse_args(["eval", "m", "--backend", "registry-probe", "--data", "d"])
+        assert args.backend == "registry-probe"
+    finally:
+        _REGISTRY.pop("registry-probe")
+
+
+def test_threads_reach_every_pool(monkeypatch):
+    import os
+
+    from tarq import kernels
+    from tarq._threads import set_threads
+
+    calls = []
+    monkeypatch.setattr(kernels, "set_num_threads", calls.append, raising=False)
+    old = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1 and calls == [1]
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["RAYON_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(old)
