@@ -1,0 +1,433 @@
+// Per-type lattice routines shared by the CPU sweep, the CUDA sweep and the native ggml quantizer (host+device).
+// Float32 parts mirror ggml-quants.c (see search.h for the no-contraction rule); the Python reference is
+// python/tarq/ggml/{legacy,iq4_nl,kquants,kquants_sym}.py. Adding a type: its TypeInfo and layout in layout.h,
+// a fit (the solver's parameter choice, stored at file precision), its per-column (a, b) and ggml's quantizer.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "layout.h"
+#include "search.h"
+
+namespace tarq {
+namespace lattice {
+
+// kvalues_iq4nl (ggml-common.h)
+#if defined(__CUDACC__)
+__device__ __constant__ static const int8_t kIq4nlDevice[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                                 1, 13, 25, 38, 53, 69, 89, 113};
+#endif
+static const int8_t kIq4nlHost[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+TARQ_HD inline const int8_t* iq4nl_values() {
+#if defined(__CUDA_ARCH__)
+    return kIq4nlDevice;
+#else
+    return kIq4nlHost;
+#endif
+}
+
+// w_j = qw_j * sqrtf(sigma2 + x_j^2) (ggml's importance weights)
+TARQ_HD inline void importance_weights(int n, const float* x, const float* qw, float sigma2, float* w) {
+    for (int j = 0; j < n; ++j) w[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+}
+
+TARQ_HD inline float sum_squares(int n, const float* x) {
+    float s = 0.f;
+    for (int j = 0; j < n; ++j) s += x[j] * x[j];
+    return s;
+}
+
+// ---------------------------------------------------------------- IQ4_NL (quantize_row_iq4_nl_impl, ntry = 7)
+TARQ_SEARCH float iq4nl_scale(const float* x, const float* qw) {
+    const int8_t* kv = iq4nl_values();
+    float w[32];
+    const float sigma2 = sum_squares(32, x) * (2.f / 32.f);
+    if (qw) importance_weights(32, x, qw, sigma2, w);
+    else for (int j = 0; j < 32; ++j) w[j] = x[j] * x[j];
+    const float mx = signed_max(32, x);
+    if (fabsf(mx) < kGroupMaxEps) return 0.f;
+    float d = -mx / static_cast<float>(kv[0]);
+    float id = 1.f / d;
+    float sumqx = 0.f, sumq2 = 0.f;
+    for (int j = 0; j < 32; ++j) {
+        const float q = static_cast<float>(kv[best_index_int8(16, kv, id * x[j])]);
+        sumqx += w[j] * q * x[j];
+        sumq2 += w[j] * q * q;
+    }
+    d = sumq2 > 0.f ? sumqx / sumq2 : 0.f;
+    float best = d * sumqx;
+    for (int t = -7; t <= 7; ++t) {
+        id = static_cast<float>(t + kv[0]) / mx;
+        float sqx = 0.f, sq2 = 0.f;
+        for (int j = 0; j < 32; ++j) {
+            const float q = static_cast<float>(kv[best_index_int8(16, kv, id * x[j])]);
+            sqx += w[j] * q * x[j];
+            sq2 += w[j] * q * q;
+        }
+        if (sq2 > 0.f && sqx * sqx > best * sq2) {
+            d = sqx / sq2;
+            best = d * sqx;
+        }
+    }
+    return d;
+}
+
+// ---------------------------------------------------------------- legacy 32-element types
+TARQ_HD inline int legacy_half(int id) { return id == Q4_0 ? 8 : 16; }     // Q4_0/Q5_0: codes in [-half, half)
+TARQ_HD inline int legacy_levels(int id) { return id == Q4_1 ? 16 : 32; }  // Q4_1/Q5_1: codes in [0, levels)
+
+// Solver fit of a G-column group of one row (G = 32, or 64/128 for Q4_0/Q5_0/Q8_0): G/32 param records.
+TARQ_SEARCH void fit_legacy(int id, int G, int mode, const double* x64, const float* x32, const float* qw,
+                               float sigma2, uint8_t* params) {
+    float d = 0.f, m = 0.f;
+    if (id == Q4_0 || id == Q5_0) {
+        if (mode == kPlain) {  // signed max of the float64 weights (first of largest |w|), then float32 / -half
+            double amax = 0.0, ext = 0.0;
+            for (int k = 0; k < G; ++k) {
+                const double a = fabs(x64[k]);
+                if (a > amax) { amax = a; ext = x64[k]; }
+            }
+            d = static_cast<float>(ext) / static_cast<float>(-legacy_half(id));
+        } else {
+            float w[kMaxN];
+            int8_t L[kMaxN];
+            importance_weights(G, x32, qw, sigma2, w);
+            d = make_qx_quants(G, legacy_half(id), x32, L, 1, w);
+        }
+    } else if (id == Q8_0) {  // quantize_q8_0 ignores importance weights
+        double amax = 0.0;
+        for (int k = 0; k < G; ++k) amax = fabs(x64[k]) > amax ? fabs(x64[k]) : amax;
+        d = static_cast<float>(amax) / 127.f;
+    } else {  // Q4_1 / Q5_1
+        if (mode == kPlain) {
+            float mn = x32[0], mx = x32[0];
+            for (int k = 1; k < G; ++k) {
+                mn = x32[k] < mn ? x32[k] : mn;
+                mx = x32[k] > mx ? x32[k] : mx;
+            }
+            d = (mx - mn) / static_cast<float>(legacy_levels(id) - 1);
+            m = mn;
+        } else {
+            float w[32], the_min;
+            uint8_t L[32];
+            importance_weights(32, x32, qw, sigma2, w);
+            d = make_qkx_quants(32, legacy_levels(id) - 1, x32, w, L, &the_min, -0.9f, 0.05f, 36, false, true);
+            m = -the_min;
+        }
+    }
+    for (int b = 0; b < G / 32; ++b) {
+        store_half(params + b * (id == Q4_1 || id == Q5_1 ? 4 : 2), d);
+        if (id == Q4_1 || id == Q5_1) store_half(params + b * 4 + 2, m);
+    }
+}
+
+// ggml_quantize_chunk for one 32-block of a legacy type: codes (type convention) and the param record.
+TARQ_HD inline void ggml_legacy_block(int id, const float* x, const float* qw, float sigma2, int8_t* q, uint8_t* prm) {
+    if (id == Q8_0) {
+        float amax = 0.f;
+        for (int j = 0; j < 32; ++j) amax = amax > fabsf(x[j]) ? amax : fabsf(x[j]);
+        const float d = amax / 127.f, id_ = d != 0.f ? 1.f / d : 0.f;
+        for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(roundf(x[j] * id_));
+        store_half(prm, d);
+        return;
+    }
+    if (qw) {  // quantize_row_*_impl
+        float w[32];
+        importance_weights(32, x, qw, sigma2, w);
+        if (id == Q4_0 || id == Q5_0) {
+            const int half = legacy_half(id);
+            const float d = make_qx_quants(32, half, x, q, 1, w);
+            for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(q[j] - half);
+            store_half(prm, d);
+        } else {
+            uint8_t L[32];
+            float the_min;
+            const float d = make_qkx_quants(32, legacy_levels(id) - 1, x, w, L, &the_min, -0.9f, 0.05f, 36, false, true);
+            for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(L[j]);
+            store_half(prm, d);
+            store_half(prm + 2, -the_min);
+        }
+        return;
+    }
+    if (id == Q4_0 || id == Q5_0) {  // quantize_row_q{4,5}_0_ref
+        const int half = legacy_half(id);
+        const float d = signed_max(32, x) / static_cast<float>(-half), id_ = d != 0.f ? 1.f / d : 0.f;
+        for (int j = 0; j < 32; ++j) {
+            const int v = static_cast<int8_t>(x[j] * id_ + (static_cast<float>(half) + 0.5f));
+            q[j] = static_cast<int8_t>(imin(2 * half - 1, v) - half);
+        }
+        store_half(prm, d);
+    } else {  // quantize_row_q{4,5}_1_ref
+        float mn = 3.402823466e+38f, mx = -3.402823466e+38f;
+        for (int j = 0; j < 32; ++j) {
+            if (x[j] < mn) mn = x[j];
+            if (x[j] > mx) mx = x[j];
+        }
+        const int levels = legacy_levels(id);
+        const float d = (mx - mn) / static_cast<float>(levels - 1), id_ = d != 0.f ? 1.f / d : 0.f;
+        for (int j = 0; j < 32; ++j) {
+            const int v = static_cast<int>((x[j] - mn) * id_ + 0.5f);
+            q[j] = static_cast<int8_t>(levels == 16 ? imin(15, v) : (v & 0x1F));
+        }
+        store_half(prm, d);
+        store_half(prm + 2, mn);
+    }
+}
+
+// ---------------------------------------------------------------- K-quants: the search of one super-block
+// Writes the param record and the search's own codes (type convention) for one 256-element super-block.
+// qw == nullptr: quantize_row_*_ref's search; else quantize_row_*_impl's with importance qw.
+TARQ_SEARCH void kq_search(int id, const float* x, const float* qw, uint8_t* prm, int8_t* q) {
+    float w[256], scales[16], mins[16], sw[16];
+    uint8_t L[256];
+    if (id == Q2_K || id == Q4_K || id == Q5_K) {
+        const int sub = id == Q2_K ? 16 : 32, nsub = 256 / sub;
+        const int nmax = id == Q2_K ? 3 : id == Q4_K ? 15 : 31;
+        uint8_t ls[16], lm[16];
+        float d, dmin;
+        if (!qw) {
+            for (int j = 0; j < nsub; ++j) {
+                const float* xs = x + sub * j;
+                if (id == Q2_K) {
+                    for (int l = 0; l < sub; ++l) w[l] = fabsf(xs[l]);
+                    scales[j] = make_qkx_quants(16, 3, xs, w, L + sub * j, &mins[j], -0.5f, 0.1f, 15, true, false);
+                } else {
+                    const float av = sqrtf(sum_squares(32, xs) / 32.f);
+                    for (int l = 0; l < 32; ++l) w[l] = av + fabsf(xs[l]);
+                    scales[j] = id == Q4_K
+                        ? make_qkx_quants(32, 15, xs, w, L + sub * j, &mins[j], -1.f, 0.1f, 20, false, false)
+                        : make_qkx_quants(32, 31, xs, w, L + sub * j, &mins[j], -0.5f, 0.1f, 15, false, false);
+                }
+            }
+            float max_scale = 0.f, max_min = 0.f;
+            for (int j = 0; j < nsub; ++j) {
+                if (scales[j] > max_scale) max_scale = scales[j];
+                if (mins[j] > max_min) max_min = mins[j];
+            }
+            if (id == Q2_K) {
+                const float is = max_scale > 0.f ? 15.f / max_scale : 0.f, im = max_min > 0.f ? 15.f / max_min : 0.f;
+                for (int j = 0; j < 16; ++j) {
+                    ls[j] = max_scale > 0.f ? static_cast<uint8_t>(nearest_int(is * scales[j])) : 0;
+                    lm[j] = max_min > 0.f ? static_cast<uint8_t>(nearest_int(im * mins[j])) : 0;
+                }
+                d = max_scale > 0.f ? max_scale / 15.f : 0.f;
+                dmin = max_min > 0.f ? max_min / 15.f : 0.f;
+            } else {
+                const float is = max_scale > 0.f ? 63.f / max_scale : 0.f, im = max_min > 0.f ? 63.f / max_min : 0.f;
+                for (int j = 0; j < 8; ++j) {
+                    ls[j] = static_cast<uint8_t>(imin(63, static_cast<uint8_t>(nearest_int(is * scales[j]))));
+                    lm[j] = static_cast<uint8_t>(imin(63, static_cast<uint8_t>(nearest_int(im * mins[j]))));
+                }
+                d = max_scale / 63.f;
+                dmin = max_min / 63.f;
+            }
+        } else {
+            const float sigma2 = (id == Q2_K ? 1.f : 2.f) * sum_squares(256, x) / 256.f;
+            importance_weights(256, x, qw, sigma2, w);
+            for (int j = 0; j < nsub; ++j) {
+                float s = 0.f;
+                for (int l = 0; l < sub; ++l) s += w[sub * j + l];
+                sw[j] = s;
+                uint8_t Lb[32];
+                scales[j] = make_qkx_quants(sub, nmax, x + sub * j, w + sub * j, Lb, &mins[j], -0.9f, 0.05f, 36,
+                                            false, true);
+                for (int l = 0; l < sub; ++l) L[sub * j + l] = Lb[l];
+            }
+            const int smax = id == Q2_K ? 15 : 63;
+            d = make_qp_quants(nsub, smax, scales, ls, sw);
+            dmin = make_qp_quants(nsub, smax, mins, lm, sw);
+        }
+        if (id == Q2_K) {
+            for (int j = 0; j < 16; ++j) prm[j] = static_cast<uint8_t>(ls[j] | (lm[j] << 4));
+            store_half(prm + 16, d);
+            store_half(prm + 18, dmin);
+        } else {
+            store_half(prm, d);
+            store_half(prm + 2, dmin);
+            pack_scale_min_k4(ls, lm, prm + 4);
+        }
+        for (int k = 0; k < 256; ++k) q[k] = static_cast<int8_t>(L[k]);
+        return;
+    }
+    int8_t Ls[256];
+    if (id == Q3_K) {
+        int l6[16];
+        float d = 0.f;
+        if (!qw) {
+            for (int j = 0; j < 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, Ls + 16 * j);
+            const float max_scale = signed_max(16, scales);
+            for (int j = 0; j < 16; ++j) l6[j] = 0;
+            if (max_scale != 0.f) {
+                const float iscale = -32.f / max_scale;
+                for (int j = 0; j < 16; ++j) l6[j] = clampi(static_cast<int8_t>(nearest_int(iscale * scales[j])), -32, 31) + 32;
+                d = 1.f / iscale;
+            }
+        } else {
+            const float sigma2 = 2.f * sum_squares(256, x) / 256.f;
+            importance_weights(256, x, qw, sigma2, w);
+            for (int j = 0; j < 16; ++j) {
+                float s = 0.f;
+                for (int l = 0; l < 16; ++l) s += w[16 * j + l];
+                sw[j] = s;
+                scales[j] = make_qx_quants(16, 4, x + 16 * j, Ls + 16 * j, 1, w + 16 * j);
+            }
+            int8_t lq[16];
+            d = make_qx_quants(16, 32, scales, lq, 1, sw);
+            for (int j = 0; j < 16; ++j) l6[j] = lq[j];
+        }
+        q3k_pack_scales(l6, prm);
+        store_half(prm + 12, d);
+        for (int k = 0; k < 256; ++k) q[k] = static_cast<int8_t>(Ls[k] - 4);
+        return;
+    }
+    // Q6_K
+    for (int j = 0; j < 16; ++j) scales[j] = make_qx_quants(16, 32, x + 16 * j, Ls + 16 * j, 1, qw ? qw + 16 * j : nullptr);
+    const float max_scale = signed_max(16, scales);
+    if (fabsf(max_scale) < kGroupMaxEps) {
+        for (int k = 0; k < 18; ++k) prm[k] = 0;
+        for (int k = 0; k < 256; ++k) q[k] = -32;
+        return;
+    }
+    const float iscale = -128.f / max_scale;
+    for (int j = 0; j < 16; ++j) prm[j] = static_cast<uint8_t>(static_cast<int8_t>(imin(127, nearest_int(iscale * scales[j]))));
+    store_half(prm + 16, 1.f / iscale);
+    for (int k = 0; k < 256; ++k) q[k] = static_cast<int8_t>(Ls[k] - 32);
+}
+
+// ggml's final step after the K-quant search: codes re-rounded against the stored d*sc (and dmin*m); a sub-block
+// whose stored scale is zero keeps the search's codes (`if (!d) continue;`).
+TARQ_HD inline void kq_requantize(int id, const float* x, const uint8_t* prm, int8_t* q) {
+    switch (id) {
+        case Q2_K: {
+            const float d = load_half(prm + 16), dmin = load_half(prm + 18);
+            for (int j = 0; j < 16; ++j) {
+                const float dl = d * static_cast<float>(prm[j] & 0xF);
+                if (dl == 0.f) continue;
+                const float ml = dmin * static_cast<float>(prm[j] >> 4);
+                for (int i = 16 * j; i < 16 * j + 16; ++i) q[i] = static_cast<int8_t>(clampi(nearest_int((x[i] + ml) / dl), 0, 3));
+            }
+            return;
+        }
+        case Q4_K: case Q5_K: {
+            const float d = load_half(prm), dmin = load_half(prm + 2);
+            const int nmax = id == Q4_K ? 15 : 31;
+            for (int j = 0; j < 8; ++j) {
+                int sc, m;
+                scale_min_k4(j, prm + 4, &sc, &m);
+                const float dl = d * static_cast<float>(sc);
+                if (dl == 0.f) continue;
+                const float ml = dmin * static_cast<float>(m);
+                for (int i = 32 * j; i < 32 * j + 32; ++i) q[i] = static_cast<int8_t>(clampi(nearest_int((x[i] + ml) / dl), 0, nmax));
+            }
+            return;
+        }
+        case Q3_K: case Q6_K: {
+            const float d = load_half(prm + (id == Q3_K ? 12 : 16));
+            const int lo = id == Q3_K ? -4 : -32, hi = id == Q3_K ? 3 : 31;
+            for (int j = 0; j < 16; ++j) {
+                const int sc = id == Q3_K ? q3k_scale(prm, j) : static_cast<int8_t>(prm[j]);
+                const float dl = d * static_cast<float>(sc);
+                if (dl == 0.f) continue;
+                for (int i = 16 * j; i < 16 * j + 16; ++i) q[i] = static_cast<int8_t>(clampi(nearest_int(x[i] / dl), lo, hi));
+            }
+            return;
+        }
+        default:
+            return;
+    }
+}
+
+// ---------------------------------------------------------------- values of a group's columns
+// Per column of a G-column group: the float32 (a, b) of value(q) = fl32(fl32(a q) + b) (b unused without an
+// offset; codebook types use value = fl32(a kvalues[q])). Exactly ggml's dequantize_row_* for the stored params.
+TARQ_SEARCH void group_affine(int id, int G, const uint8_t* prm, float* a, float* b) {
+    switch (id) {
+        case Q4_0: case Q5_0: case Q8_0: case IQ4_NL:
+            for (int k = 0; k < G; ++k) { a[k] = load_half(prm + 2 * (k / 32)); b[k] = 0.f; }
+            return;
+        case Q4_1: case Q5_1:
+            for (int k = 0; k < G; ++k) { a[k] = load_half(prm + 4 * (k / 32)); b[k] = load_half(prm + 4 * (k / 32) + 2); }
+            return;
+        case Q2_K: {
+            const float d = load_half(prm + 16), dmin = load_half(prm + 18);
+            for (int k = 0; k < 256; ++k) {
+                const int s = prm[k / 16];
+                a[k] = d * static_cast<float>(s & 0xF);
+                b[k] = -(dmin * static_cast<float>(s >> 4));
+            }
+            return;
+        }
+        case Q3_K: {
+            const float d = load_half(prm + 12);
+            for (int k = 0; k < 256; ++k) { a[k] = d * static_cast<float>(q3k_scale(prm, k / 16)); b[k] = 0.f; }
+            return;
+        }
+        case Q4_K: case Q5_K: {
+            const float d = load_half(prm), dmin = load_half(prm + 2);
+            for (int k = 0; k < 256; ++k) {
+                int sc, m;
+                scale_min_k4(k / 32, prm + 4, &sc, &m);
+                a[k] = d * static_cast<float>(sc);
+                b[k] = -(dmin * static_cast<float>(m));
+            }
+            return;
+        }
+        case Q6_K: {
+            const float d = load_half(prm + 16);
+            for (int k = 0; k < 256; ++k) { a[k] = d * static_cast<float>(static_cast<int8_t>(prm[k / 16])); b[k] = 0.f; }
+            return;
+        }
+        default:
+            return;
+    }
+}
+
+// ---------------------------------------------------------------- the solver's fit of one group
+// x64: the current (error-updated) weights of one row's group; qw: importance of the group's columns (mode
+// kWeighted); sigma2: the row's mean square (legacy types, kWeighted). Writes G / block param records.
+TARQ_SEARCH void fit_group(int id, int G, int mode, const double* x64, const float* qw, float sigma2, uint8_t* prm) {
+    float x32[256];
+    for (int k = 0; k < G; ++k) x32[k] = static_cast<float>(x64[k]);
+    const float* w = mode == kWeighted ? qw : nullptr;
+    if (id == IQ4_NL) {
+        store_half(prm, iq4nl_scale(x32, w));
+    } else if (id == Q2_K || id == Q3_K || id == Q4_K || id == Q5_K || id == Q6_K) {
+        int8_t codes[256];
+        kq_search(id, x32, w, prm, codes);
+    } else {
+        fit_legacy(id, G, mode, x64, x32, w, sigma2, prm);
+    }
+}
+
+// Nearest stored value of w given (a, b): q = clamp(floor((w - b) * (1/a)_f32 + 0.5)), value = fl32(fl32(a q) + b).
+TARQ_HD inline int round_affine(double w, float a, float b, bool offset, int lo, int hi, double* value) {
+    const double inv = a != 0.f ? static_cast<double>(1.f / a) : 0.0;
+    const double t = offset ? w - static_cast<double>(b) : w;
+    double q = floor(t * inv + 0.5);
+    q = q < lo ? lo : q > hi ? hi : q;
+    float v = a * static_cast<float>(q);
+    if (offset) v = v + b;
+    *value = v;
+    return static_cast<int>(q);
+}
+
+// Nearest codebook entry of w / a (t = w * (1/a)_f32 in float64; ties to the larger entry), value = fl32(a kv[i]).
+TARQ_HD inline int round_codebook(double w, float a, const int8_t* kv, int n, double* value) {
+    const double t = w * (a != 0.f ? static_cast<double>(1.f / a) : 0.0);
+    int i;
+    if (t <= kv[0]) {
+        i = 0;
+    } else if (t >= kv[n - 1]) {
+        i = n - 1;
+    } else {
+        int hi = 1;
+        while (hi < n - 1 && !(t < kv[hi])) ++hi;
+        i = (t - kv[hi - 1] < kv[hi] - t) ? hi - 1 : hi;
+    }
+    *value = a * static_cast<float>(kv[i]);
+    return i;
+}
+
+}  // namespace lattice
+}  // namespace tarq
