@@ -29,7 +29,7 @@ void ggml_quantize_rows(int id, const float* x, int64_t rows, int64_t n, const f
     if (!type_info(id, &t)) throw std::invalid_argument("ggml_quantize: unsupported type id " + std::to_string(id));
     if (n % t.block != 0) throw std::invalid_argument("ggml_quantize: rows do not tile the type's blocks");
     const int64_t nb = n / t.block;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (rows * n >= (int64_t(1) << 16))
     for (int64_t r = 0; r < rows; ++r) {
         const float* xr = x + r * n;
         uint8_t* orow = out + r * nb * t.type_size;
@@ -61,7 +61,7 @@ void lattice_fit_rows(int id, int group, int mode, const double* x, int64_t rows
     TypeInfo t;
     if (!type_info(id, &t)) throw std::invalid_argument("lattice_fit: unsupported type id " + std::to_string(id));
     const int64_t per_row = static_cast<int64_t>(group / t.block) * t.param_bytes;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * group >= (int64_t(1) << 16))
     for (int64_t r = 0; r < rows; ++r)
         fit_group(id, group, mode, x + r * group, qw, sigma2 ? sigma2[r] : 0.f, params + r * per_row);
 }

@@ -7,16 +7,45 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-METHOD_CHOICES = ("rtn", "gptq", "rarebal", "tarq", "qep")
+
+class MethodChoices:
+    """argparse choices read from the method registry when first needed (keeps `tarq --help` free of torch)."""
+
+    def _names(self):
+        from ..methods import available_methods
+        return available_methods()
+
+    def __contains__(self, item):
+        return item in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """REGEX=TYPE (a --type-override value)."""
+    regex, sep, qtype = text.rpartition("=")
+    if not sep or not regex:
+        raise argparse.ArgumentTypeError(f"expected REGEX=TYPE, got {text!r}")
+    return regex, qtype
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("quantize", help="quantize a model (rtn, gptq, rarebal, tarq, qep)",
+    from ..ggml import FIT_MODES, QUANT_TYPES
+
+    p = subparsers.add_parser("quantize", help="quantize a model (rtn, imatrix, gptq, rarebal, tarq, qep)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir")
-    p.add_argument("--method", default="tarq", choices=METHOD_CHOICES)
-    p.add_argument("--format", default="q4_0", help="export lattice: q4_0 (default) or q8_0")
-    p.add_argument("--group-size", type=int, default=32, help="32 (ggml block, default), 64 or 128")
+    p.add_argument("--method", default="tarq", choices=MethodChoices())
+    p.add_argument("--format", default="q4_0", choices=list(QUANT_TYPES),
+                   help="ggml type every quantized weight gets (see --type-override)")
+    p.add_argument("--type-override", action="append", type=parse_override, default=[], metavar="REGEX=TYPE",
+                   help="give weights whose name matches REGEX another type (repeatable; first match wins)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="columns sharing one fitted scale: the type's block (default); Q4_0/Q5_0/Q8_0 also 64, 128")
+    p.add_argument("--lattice-fit", choices=FIT_MODES, default="plain",
+                   help="how the solver fits each group's scales from the current weights: ggml's own search "
+                        "(plain) or its importance-weighted search with diag(H) as importance (weighted)")
     p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
@@ -34,7 +63,7 @@ def register(subparsers) -> None:
                         "statistics (default) or whisper.cpp's RTN")
     p.add_argument("--embed-damp", type=float, default=1.0,
                    help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch and native (OpenMP) threads")
     p.add_argument("--device", default="cpu",
                    help="where the calibration forward, statistics and solves run: cpu (default), cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true")
@@ -44,11 +73,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..calib.driver import quantize_loaded_model, resolve_device
     from ..calib.pipeline import CalibConfig
-    from ..formats import get_format
+    from ..ggml import TypePlan
     from ..methods import get_method
 
     resolve_device(args.device)   # fail before minutes of model loading and audio decoding
-    fmt = get_format(args.format, args.group_size)
+    plan = TypePlan(args.format, dict(args.type_override), group_size=args.group_size, fit=args.lattice_fit)
     method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha)
     utterances = []
     if method.needs_stats:
@@ -68,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                       tag_by=args.tag_by, encoder_frames=args.encoder_frames, threads=args.threads,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
                       progress=not args.no_progress)
-    out = quantize_loaded_model(loaded, method, fmt, utterances, args.out, cfg,
+    out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
                                 calib_name=str(args.calib) if args.calib else None)
     print(out)
     return 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 FIT_MODES = ("plain", "weighted")
 
@@ -70,10 +69,12 @@ def row_sigma2(W: np.ndarray) -> np.ndarray:
     return (seq_sum((x * x).astype(F)) / F(x.shape[1])).astype(F)
 
 
-def round_affine(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor | None, code_min: int, code_max: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest stored value of float64 column ``w`` given per-row float32 (a, b):
-    q = clamp(floor((w - b) * (1/a)_f32 + 0.5)), value = fl32(fl32(a q) + b); a == 0 -> 1/a := 0."""
+def round_affine(w, a, b, code_min: int, code_max: int):
+    """Nearest stored value of float64 torch tensor ``w`` given float32 (a, b) of the same shape:
+    q = clamp(floor((w - b) * (1/a)_f32 + 0.5)), value = fl32(fl32(a q) + b); a == 0 -> 1/a := 0.
+    Returns (q, value) as float64 tensors."""
+    import torch
+
     inv = torch.where(a != 0, 1.0 / a, torch.zeros_like(a)).to(torch.float64)     # 1/a in float32
     t = w if b is None else w - b.to(torch.float64)
     q = torch.floor(t * inv + 0.5).clamp_(code_min, code_max)
@@ -83,9 +84,11 @@ def round_affine(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor | None, code_
     return q, v.to(torch.float64)
 
 
-def round_codebook(w: torch.Tensor, a: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def round_codebook(w, a, values):
     """Nearest codebook entry of ``w / a`` (t = w * (1/a)_f32 in float64; ggml's best_index rule: ties go to
-    the larger entry), value = fl32(a * codebook[i])."""
+    the larger entry), value = fl32(a * codebook[i]). Returns (index, value) as float64 tensors."""
+    import torch
+
     inv = torch.where(a != 0, 1.0 / a, torch.zeros_like(a)).to(torch.float64)
     t = w * inv
     vals = values.to(torch.float64)

@@ -1,7 +1,8 @@
 """TypePlan: which ggml type each weight gets (docs/architecture.md "ggml types").
 
-    plan = TypePlan("q4_k", overrides={r"audio\\.": "q8_0"})
+    plan = TypePlan("q4_k", overrides={r"audio\\.": "q8_0"}, group_size=None, fit="plain")
     plan.type_for("model.decoder.layers.0.fc1.weight", (1536, 384)) -> GgmlType
+    plan.lattice_for(name, shape) -> Lattice   # type + solver group width + fit mode
     plan.check(groups)   # every weight fits its type; weights solved together share one type
 
 A type that does not fit a weight's row width is an error raised before any work, naming the tensor, its width
@@ -13,13 +14,18 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 from .base import GgmlType, all_types, get_type
+from .lattice import FIT_MODES, Lattice
 
 
 class TypePlan:
-    def __init__(self, default, overrides: Mapping[str, object] | None = None, group_size: int | None = None):
+    def __init__(self, default, overrides: Mapping[str, object] | None = None, group_size: int | None = None,
+                 fit: str = "plain"):
         self.default = get_type(default)
         if not self.default.quantized:
             raise ValueError(f"--format {self.default.name}: not a quantized type")
+        if fit not in FIT_MODES:
+            raise ValueError(f"lattice fit must be one of {FIT_MODES}, got {fit!r}")
+        self.fit = fit
         self.overrides: list[tuple[re.Pattern, GgmlType]] = []
         for pattern, t in (overrides or {}).items():
             try:
@@ -28,6 +34,13 @@ class TypePlan:
                 raise ValueError(f"type override {pattern!r}: not a regular expression ({e})") from None
             self.overrides.append((rx, get_type(t)))
         self.group_size = group_size
+        for t in [self.default, *(t for _, t in self.overrides)]:
+            if not t.quantized:
+                raise ValueError(f"type override {t.name}: not a quantized type")
+        if group_size is not None and not any(group_size in t.solver_groups
+                                              for t in [self.default, *(t for _, t in self.overrides)]):
+            raise ValueError(f"--group-size {group_size}: no type in the plan offers it (Q4_0, Q5_0, Q8_0 take "
+                             f"32, 64 or 128; the others their block size)")
 
     def type_for(self, name: str, shape: Sequence[int] | None = None) -> GgmlType:
         """The type of weight ``name`` (first matching override, else the default); with ``shape`` it is
@@ -41,6 +54,10 @@ class TypePlan:
             self._check_fit(name, t, int(shape[-1]))
         return t
 
+    def lattice_for(self, name: str, shape: Sequence[int] | None = None) -> Lattice:
+        t = self.type_for(name, shape)
+        return Lattice(t, self.group_for(t), self.fit)
+
     def group_for(self, t: GgmlType) -> int:
         """The solver parameter-group width for type ``t`` (the plan's --group-size applies where allowed)."""
         if self.group_size and self.group_size in t.solver_groups:
@@ -48,13 +65,7 @@ class TypePlan:
         return t.solver_groups[0]
 
     def _check_fit(self, name: str, t: GgmlType, n: int) -> None:
-        group = self.group_for(t) if t.quantized else 1
-        if t.fits(n) and n % group == 0:
-            return
-        fitting = [o.name for o in quantized_types() if o.fits(n)]
-        unit = (f"{t.name.upper()}'s {t.block_size}-element {'super-blocks' if t.block_size > 32 else 'blocks'}"
-                if not t.fits(n) else f"{group}-column groups")
-        raise ValueError(f"{name}: rows of {n} do not tile {unit}; types that fit: {', '.join(fitting)}")
+        check_fits(name, t, n, self.group_for(t) if t.quantized else 1)
 
     def check(self, groups: Iterable[Sequence[tuple[str, Sequence[int]]]]) -> dict[str, GgmlType]:
         """Types of every weight, checked up front. ``groups``: for each set of weights solved together (one
@@ -71,9 +82,20 @@ class TypePlan:
         return out
 
     def describe(self) -> dict:
-        return {"default": self.default.name, "group_size": self.group_size,
+        return {"default": self.default.name, "group_size": self.group_size, "fit": self.fit,
                 "overrides": {rx.pattern: t.name for rx, t in self.overrides}}
 
 
 def quantized_types() -> list[GgmlType]:
     return [t for t in all_types() if t.quantized]
+
+
+def check_fits(name: str, t, n: int, group: int = 1) -> None:
+    """One-line ValueError when rows of ``n`` do not tile type ``t`` (and ``group``-column solver groups)."""
+    t = get_type(t)
+    if t.fits(n) and n % group == 0:
+        return
+    fitting = [o.name for o in quantized_types() if o.fits(n)]
+    unit = (f"{t.name.upper()}'s {t.block_size}-element {'super-blocks' if t.block_size > 32 else 'blocks'}"
+            if not t.fits(n) else f"{group}-column groups")
+    raise ValueError(f"{name}: rows of {n} do not tile {unit}; types that fit: {', '.join(fitting)}")

@@ -113,7 +113,7 @@ def load_hf(spec: str, dtype: torch.dtype = torch.float32) -> LoadedModel:
 
 
 def load_tarq_dir(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Rebuild the fake-quantized model: every quantized weight is its exact dequantized value (codes * scales)."""
+    """Rebuild the fake-quantized model: every quantized weight is its exact dequantized value (ggml to_float of its bytes)."""
     from ..qmodel import load_quantized_dir
 
     d = Path(path)
