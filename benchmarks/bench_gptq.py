@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from tarq.formats import get_format
+from tarq.ggml import make_lattice
 from tarq.kernels import reference as ref
 
 MODELS = {"tiny": (384, 1536), "base": (512, 2048), "small": (768, 3072), "large-v3": (1280, 5120)}
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     reps = args.reps or (5 if args.full else 3)
     ref_reps = args.ref_reps or (3 if args.full else 1)
     chol_max_n = 10**9 if args.full else 3072  # the reference Cholesky of 5120 takes minutes here
-    fmt = get_format("q4_0", 32)
+    fmt = make_lattice("q4_0", 32)
     info = machine_info(args.threads)
     rows, chol_rows = [], []
     factors: dict[int, torch.Tensor] = {}
