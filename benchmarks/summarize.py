@@ -29,6 +29,7 @@ SECTIONS = {
     "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),
     "quant_speed_n128": ("bench_quant_speed", "bench_quant_speed_n128.json"),
     "quant_speed_gpu": ("bench_quant_speed", "bench_quant_speed_gpu.json"),
+    "lattice_error": ("bench_lattice_error", "bench_lattice_error.json"),
 }
 
 

@@ -200,6 +200,9 @@ def test_type_plan_overrides_groups_and_fit():
         TypePlan("f16")
     with pytest.raises(ValueError, match="--group-size 64"):
         TypePlan("q4_k", group_size=64)
+    # fit "auto": ggml's importance-weighted search, except q4_0 (plain: the codes of earlier releases)
+    auto = TypePlan("q4_k", {"fc1": "q4_0"})
+    assert auto.lattice_for("x.fc2.weight").fit == "weighted" and auto.lattice_for("x.fc1.weight").fit == "plain"
 
 
 @pytest.mark.parametrize("target", ["q4_1", "q5_0", "q5_1", "q8_0"])

@@ -31,7 +31,7 @@ def parse_override(text: str) -> tuple[str, str]:
 
 
 def register(subparsers) -> None:
-    from ..ggml import FIT_MODES, QUANT_TYPES
+    from ..ggml import PLAN_FITS, QUANT_TYPES
 
     p = subparsers.add_parser("quantize", help="quantize a model (rtn, imatrix, gptq, rarebal, tarq, qep)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
@@ -43,9 +43,10 @@ def register(subparsers) -> None:
                    help="give weights whose name matches REGEX another type (repeatable; first match wins)")
     p.add_argument("--group-size", type=int, default=None,
                    help="columns sharing one fitted scale: the type's block (default); Q4_0/Q5_0/Q8_0 also 64, 128")
-    p.add_argument("--lattice-fit", choices=FIT_MODES, default="plain",
+    p.add_argument("--lattice-fit", choices=PLAN_FITS, default="auto",
                    help="how the solver fits each group's scales from the current weights: ggml's own search "
-                        "(plain) or its importance-weighted search with diag(H) as importance (weighted)")
+                        "(plain), its importance-weighted search with diag(H) as importance (weighted), or auto "
+                        "(weighted, except plain for q4_0 so its codes match earlier releases)")
     p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")

@@ -18,7 +18,7 @@ from .base import BlockType, FloatType, GgmlType, all_types, as_rows, get_type, 
 from .convert import convert_exact
 from .fast import as_f16_source, ggml_quantize
 from .lattice import FIT_MODES, Lattice, make_lattice
-from .plan import TypePlan
+from .plan import PLAN_FITS, TypePlan
 
 F32 = get_type("f32")
 F16 = get_type("f16")
@@ -26,5 +26,5 @@ TYPES: dict[str, GgmlType] = {t.name: t for t in all_types()}
 QUANT_TYPES: dict[str, BlockType] = {n: t for n, t in TYPES.items() if t.quantized}
 
 __all__ = ["BlockType", "F16", "F32", "FIT_MODES", "FloatType", "GgmlType", "Lattice", "QUANT_TYPES", "TYPES",
-           "TypePlan", "as_f16_source", "as_rows", "convert_exact", "get_type", "ggml_quantize", "make_lattice",
+           "PLAN_FITS", "TypePlan", "as_f16_source", "as_rows", "convert_exact", "get_type", "ggml_quantize", "make_lattice",
            "type_for_ftype"]

@@ -129,6 +129,9 @@ class BlockType(GgmlType):
     has_offset: ClassVar[bool] = False          # value = fl32(fl32(a q) + b) rather than fl32(a q)
     codebook: ClassVar[np.ndarray | None] = None  # non-uniform levels (IQ4_NL): value = fl32(a codebook[q])
     row_sigma2_in_fit: ClassVar[bool] = False
+    # the solver's fit when the plan says "auto": ggml's importance-weighted search measured better on every type
+    # (docs/methods.md "Lattice fit"); Q4_0 keeps ggml's plain max/-8 rule so its codes equal earlier releases'
+    default_fit: ClassVar[str] = "weighted"
 
     @property
     def type_size(self) -> int:

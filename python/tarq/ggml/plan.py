@@ -1,6 +1,6 @@
 """TypePlan: which ggml type each weight gets (docs/architecture.md "ggml types").
 
-    plan = TypePlan("q4_k", overrides={r"audio\\.": "q8_0"}, group_size=None, fit="plain")
+    plan = TypePlan("q4_k", overrides={r"audio\\.": "q8_0"}, group_size=None, fit="auto")
     plan.type_for("model.decoder.layers.0.fc1.weight", (1536, 384)) -> GgmlType
     plan.lattice_for(name, shape) -> Lattice   # type + solver group width + fit mode
     plan.check(groups)   # every weight fits its type; weights solved together share one type
@@ -16,15 +16,17 @@ from typing import Iterable, Mapping, Sequence
 from .base import GgmlType, all_types, get_type
 from .lattice import FIT_MODES, Lattice
 
+PLAN_FITS = ("auto", *FIT_MODES)   # auto: each type's default_fit
+
 
 class TypePlan:
     def __init__(self, default, overrides: Mapping[str, object] | None = None, group_size: int | None = None,
-                 fit: str = "plain"):
+                 fit: str = "auto"):
         self.default = get_type(default)
         if not self.default.quantized:
             raise ValueError(f"--format {self.default.name}: not a quantized type")
-        if fit not in FIT_MODES:
-            raise ValueError(f"lattice fit must be one of {FIT_MODES}, got {fit!r}")
+        if fit not in PLAN_FITS:
+            raise ValueError(f"lattice fit must be one of {PLAN_FITS}, got {fit!r}")
         self.fit = fit
         self.overrides: list[tuple[re.Pattern, GgmlType]] = []
         for pattern, t in (overrides or {}).items():
@@ -56,7 +58,7 @@ class TypePlan:
 
     def lattice_for(self, name: str, shape: Sequence[int] | None = None) -> Lattice:
         t = self.type_for(name, shape)
-        return Lattice(t, self.group_for(t), self.fit)
+        return Lattice(t, self.group_for(t), t.default_fit if self.fit == "auto" else self.fit)
 
     def group_for(self, t: GgmlType) -> int:
         """The solver parameter-group width for type ``t`` (the plan's --group-size applies where allowed)."""
