@@ -46,7 +46,7 @@ void ggml_quantize_rows(int id, const float* x, int64_t rows, int64_t n, const f
             } else if (id == IQ4_NL) {
                 const float d = iq4nl_scale(xb, qb);
                 const float inv = d != 0.f ? 1.f / d : 0.f;
-                for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(best_index_int8(16, iq4nl_values(), inv * xb[j]));
+                for (int j = 0; j < 32; ++j) q[j] = static_cast<int8_t>(iq4nl_index(inv * xb[j]));
                 store_half(prm, d);
             } else {
                 ggml_legacy_block(id, xb, qb, sigma2, q, prm);

@@ -39,6 +39,35 @@ TARQ_HD inline float sum_squares(int n, const float* x) {
 }
 
 // ---------------------------------------------------------------- IQ4_NL (quantize_row_iq4_nl_impl, ntry = 7)
+// best_index_int8(16, kvalues, x) without branches: the number of table gaps k whose rule sends x to the upper
+// entry, fl32(x - v[k]) >= fl32(v[k+1] - x). Equal to the binary search for every non-NaN x: a gap below x's
+// bracket always counts (left side > 0 >= right side), a gap above never does, and the bracket's gap applies
+// ggml's tie rule (ties go up). Vectorizes over the block's elements.
+TARQ_HD inline int iq4nl_index(float x) {
+    const int8_t* kv = iq4nl_values();
+    int idx = 0;
+    for (int k = 0; k < 15; ++k) idx += (x - static_cast<float>(kv[k])) >= (static_cast<float>(kv[k + 1]) - x);
+    return idx;
+}
+
+// sum_j w_j q_j x_j and sum_j w_j q_j^2 (in index order) for the indices of x * id
+TARQ_HD inline void iq4nl_sums(const float* x, const float* w, float id, float* sumqx, float* sumq2) {
+    const int8_t* kv = iq4nl_values();
+    float qx[32], q2[32];
+    for (int j = 0; j < 32; ++j) {
+        const float q = static_cast<float>(kv[iq4nl_index(id * x[j])]);
+        qx[j] = w[j] * q * x[j];
+        q2[j] = w[j] * q * q;
+    }
+    float a = 0.f, b = 0.f;
+    for (int j = 0; j < 32; ++j) {
+        a += qx[j];
+        b += q2[j];
+    }
+    *sumqx = a;
+    *sumq2 = b;
+}
+
 TARQ_SEARCH float iq4nl_scale(const float* x, const float* qw) {
     const int8_t* kv = iq4nl_values();
     float w[32];
@@ -48,23 +77,13 @@ TARQ_SEARCH float iq4nl_scale(const float* x, const float* qw) {
     const float mx = signed_max(32, x);
     if (fabsf(mx) < kGroupMaxEps) return 0.f;
     float d = -mx / static_cast<float>(kv[0]);
-    float id = 1.f / d;
-    float sumqx = 0.f, sumq2 = 0.f;
-    for (int j = 0; j < 32; ++j) {
-        const float q = static_cast<float>(kv[best_index_int8(16, kv, id * x[j])]);
-        sumqx += w[j] * q * x[j];
-        sumq2 += w[j] * q * q;
-    }
+    float sumqx, sumq2;
+    iq4nl_sums(x, w, 1.f / d, &sumqx, &sumq2);
     d = sumq2 > 0.f ? sumqx / sumq2 : 0.f;
     float best = d * sumqx;
     for (int t = -7; t <= 7; ++t) {
-        id = static_cast<float>(t + kv[0]) / mx;
-        float sqx = 0.f, sq2 = 0.f;
-        for (int j = 0; j < 32; ++j) {
-            const float q = static_cast<float>(kv[best_index_int8(16, kv, id * x[j])]);
-            sqx += w[j] * q * x[j];
-            sq2 += w[j] * q * q;
-        }
+        float sqx, sq2;
+        iq4nl_sums(x, w, static_cast<float>(t + kv[0]) / mx, &sqx, &sq2);
         if (sq2 > 0.f && sqx * sqx > best * sq2) {
             d = sqx / sq2;
             best = d * sqx;
