@@ -219,3 +219,20 @@ def test_convert_exact_keeps_weights_bit_identical(target):
         return
     with pytest.raises(ValueError, match="do not fit"):
         convert_exact("q8_0", q8.encode(np.full((1, 32), 100), np.ones((1, 1), q8.param_dtype)), 32, target)
+
+
+def test_ggml_is_a_leaf_package():
+    """tarq.ggml imports nothing from methods/export/models/calib/eval (the solver, exporters and readers depend on
+    it, never the other way round)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tarq.ggml, tarq.ggml.lattice, tarq.ggml.plan; "
+            "bad = [m for m in sys.modules if m.split('.')[:2] in (['tarq', s] for s in "
+            "('methods', 'export', 'models', 'calib', 'eval', 'kernels', 'cli'))]; print(bad); sys.exit(bool(bad))")
+    import tarq
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tarq.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *sys.path]))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -258,3 +258,8 @@ def test_reader_unknown_type_and_bad_records(tmp_path, good_file):
     struct.pack_into("<i", bad_ftype, 4 + 40, 2005)
     with pytest.raises(ValueError, match="unsupported ftype 2005"):
         read_whisper_cpp(_variant(tmp_path, bytes(bad_ftype)))
+    wrong_ftype = bytearray(raw)
+    struct.pack_into("<i", wrong_ftype, 4 + 40, 2012)      # the header says Q4_K, the weights are Q4_0
+    with pytest.raises(ValueError, match="'encoder.blocks.0.attn.query.weight' is q4_0, but the header's ftype 2012 "
+                                         "says every weight is q4_k"):
+        read_whisper_cpp(_variant(tmp_path, bytes(wrong_ftype)))

@@ -127,6 +127,8 @@ def _sweep(W: torch.Tensor, U: torch.Tensor, lat, block_size: int, importance):
 
 
 def _result(lat, codes: torch.Tensor, params: np.ndarray, values: torch.Tensor, row_err: torch.Tensor) -> SweepResult:
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("a group scale overflows float16 (|w| > ~5e5): the weights cannot be put on this lattice")
     m = codes.shape[0]
     p = torch.from_numpy(np.ascontiguousarray(params).view(np.uint8).reshape(m, params.shape[1], -1).copy())
     return SweepResult(codes=codes.to(torch.int8), params=p.to(codes.device), dequant=values.to(torch.float32),
