@@ -111,6 +111,8 @@ def test_native_group_fit_equals_numpy_fit(name):
         x = rng.standard_normal((48, G)) * np.exp(rng.normal(0, 1, (48, 1))) * 0.05
         x[0] = 0.0
         x[1, : G // 2] = 0.0
+        x[2] = np.abs(x[2])        # a one-signed group whose minimum is a signed zero: +0 and -0, first one wins
+        x[2, 3], x[2, 5] = -0.0, 0.0
         imp = np.where(rng.random(G) < 0.1, 0, rng.uniform(0, 3, G)).astype(F)
         sigma2 = (x.astype(F) ** 2).mean(axis=1).astype(F)
         for mode, m in (("plain", 0), ("weighted", 1)):

@@ -141,7 +141,7 @@ class _Asymmetric(_Legacy):
     def fit(self, x, importance=None, sigma2=None, mode="plain"):
         x32 = x.astype(F)
         if mode == "plain":
-            mn, mx = x32.min(axis=1), x32.max(axis=1)   # as values; which of equal elements does not matter
+            mn, mx = _first_extreme(x32, np.argmin), _first_extreme(x32, np.argmax)   # first of equal (+0 vs -0)
             d = ((mx - mn).astype(F) / F(self.levels - 1)).astype(F)
             m = mn
         else:
