@@ -25,14 +25,14 @@ from typing import Any, Sequence
 
 import torch
 
-from ..formats import QuantFormat
+from ..ggml import Lattice, TypePlan
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 from ..methods.base import LinearResult, QuantMethod, h_inner
+from ..methods.imatrix import imatrix_from_stats
 from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
 from .memory import release_free_memory
 from .stats import GroupStats, StatsAccumulator
-from .type_policy import TypePolicy, as_policy
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +157,23 @@ def _select_rows(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample
     return x[idx], x_fp[idx] if x_fp is not None else None, tail[idx] if tail is not None else None, weights
 
 
-def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
-                    method: QuantMethod, fmt: QuantFormat | TypePolicy, cfg: CalibConfig) -> CalibrationResult:
-    """Quantize every weight of ``adapter.blocks(model)``; ``model`` (FP) is left untouched.
+def plan_lattices(model: torch.nn.Module, adapter: ModelAdapter, plan: TypePlan) -> dict[str, Lattice]:
+    """The lattice of every weight the adapter quantizes, checked before any work: each weight's rows tile its
+    type, and weights solved together (one group, one metric) share one type. Raises a one-line ValueError."""
+    groups = [[(n, tuple(model.get_parameter(n).shape)) for n in g.weights]
+              for b in adapter.blocks(model) for s in b.stages for g in s.groups]
+    plan.check(groups)
+    return {n: plan.lattice_for(n, shape) for group in groups for n, shape in group}
 
-    ``fmt``: one lattice for every weight, or a ``TypePolicy`` giving each group its own (e.g. a Q8_0 audio tower)."""
+
+def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
+                    method: QuantMethod, plan: TypePlan, cfg: CalibConfig) -> CalibrationResult:
+    """Quantize every weight of ``adapter.blocks(model)`` onto the plan's types; ``model`` (FP) is left untouched."""
     from tqdm.auto import tqdm
 
     timer = Timer()
+    lattices = plan_lattices(model, adapter, plan)
     blocks = adapter.blocks(model)
-    policy = as_policy(fmt)
-    policy.check([g.weights for b in blocks for s in b.stages for g in s.groups],
-                 {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)})
     quantized: dict[str, LinearResult] = {}
     layers: dict[str, dict[str, Any]] = {}
     n_positions: dict[str, int] = {}
@@ -179,14 +184,14 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 for stage in block.stages:
                     for g in stage.groups:
                         weights = {n: model.get_parameter(n).detach().float() for n in g.weights}
-                        fmt = policy.format_for_group(g.weights)
+                        lat = lattices[g.weights[0]]
                         t0 = time.perf_counter()
-                        res = method.quantize_group(weights, None, fmt)
+                        res = method.quantize_group(weights, None, lat)
                         timer.add("solve", t0)
                         for n, r in res.items():
-                            _check_result(n, weights[n], r, fmt)
+                            _check_result(n, weights[n], r, lat)
                             quantized[n] = r
-                            layers[n] = {"group": g.key, **r.info}
+                            layers[n] = {"group": g.key, "type": lat.name, **r.info}
             return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
 
         device = next(model.parameters()).device
@@ -223,16 +228,18 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                     stats = stats_cache[g.key]
                     n_positions[g.key] = stats.n_common + stats.n_tail
                     weights = {n: model_q.get_parameter(n).detach().float().clone() for n in g.weights}
-                    fmt = policy.format_for_group(g.weights)
+                    lat = lattices[g.weights[0]]
+                    group_method = _method_for(g, method, embed_names, cfg)
                     t0 = time.perf_counter()
-                    res = _method_for(g, method, embed_names, cfg).quantize_group(weights, stats, fmt)
+                    res = group_method.quantize_group(weights, stats, lat)
                     timer.add("solve", t0)
                     for n, r in res.items():
-                        _check_result(n, weights[n], r, fmt)
-                        model_q.get_parameter(n).copy_(r.dequant)
+                        _check_result(n, weights[n], r, lat)
+                        if group_method.true_sequential:
+                            model_q.get_parameter(n).copy_(r.dequant)
                         quantized[n] = r
                         t0 = time.perf_counter()
-                        layers[n] = _layer_report(g.key, weights[n], r, stats, method, fmt)
+                        layers[n] = _layer_report(g.key, weights[n], r, stats, group_method, lat)
                         timer.add("report", t0)
                     key_uses[g.key] -= 1
                     if key_uses[g.key] == 0:
@@ -296,28 +303,34 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
     return model_fp is not None
 
 
-def _check_result(name: str, W: torch.Tensor, r: LinearResult, fmt: QuantFormat) -> None:
-    if tuple(r.codes.shape) != tuple(W.shape) or r.codes.dtype != torch.int8:
-        raise RuntimeError(f"{name}: method returned codes {tuple(r.codes.shape)} {r.codes.dtype} for {tuple(W.shape)}")
-    if int(r.codes.min()) < fmt.qmin or int(r.codes.max()) > fmt.qmax:
-        raise RuntimeError(f"{name}: codes outside the {fmt.name} lattice [{fmt.qmin}, {fmt.qmax}]")
-    if not torch.isfinite(r.dequant).all():
-        raise ValueError(f"{name}: quantized weight is not finite")
+def _check_result(name: str, W: torch.Tensor, r: LinearResult, lat: Lattice) -> None:
+    rows, cols = W.shape
+    want = (rows, lat.qtype.row_bytes(cols))
+    if r.qtype is not lat.qtype or tuple(r.data.shape) != want or r.data.dtype != torch.uint8:
+        raise RuntimeError(f"{name}: method returned {r.qtype.name} bytes {tuple(r.data.shape)} {r.data.dtype}, "
+                           f"expected {lat.name} {want}")
+    if tuple(r.dequant.shape) != (rows, cols) or not torch.isfinite(r.dequant).all():
+        raise ValueError(f"{name}: quantized weight is not finite (or has the wrong shape)")
 
 
 def _layer_report(key: str, W: torch.Tensor, r: LinearResult, stats: GroupStats, method: QuantMethod,
-                  fmt: QuantFormat) -> dict[str, Any]:
-    rtn = rtn_quantize(W, fmt).dequant.to(W.device)
+                  lat: Lattice) -> dict[str, Any]:
+    """Per-layer diagnostics: relative H-weighted error of RTN (whisper.cpp's quantize), imatrix RTN (ggml's
+    importance-weighted quantizer with this layer's per-column mean x^2) and the method, under the calibration
+    metric H (and H_tail when tail positions exist)."""
+    baselines = {"_rtn": rtn_quantize(W, lat).dequant.to(W.device),
+                 "_imatrix": rtn_quantize(W, lat, imatrix_from_stats(stats)).dequant.to(W.device)}
     metrics = {"": stats.H, "_tail": stats.H_tail} if stats.n_tail else {"": stats.H}
     rep = {
         "group": key,
+        "type": lat.name,
         "shape": list(W.shape),
         "n_common": stats.n_common, "n_tail": stats.n_tail,
         "tr_H_common": float(torch.trace(stats.H_common)), "tr_H_tail": float(torch.trace(stats.H_tail)),
     }
-    for suffix, H in metrics.items():   # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), RTN before and the method after
+    for suffix, H in metrics.items():   # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) for RTN, imatrix RTN and the method
         den = h_inner(W, W, H)
-        for label, W_hat in (("_rtn", rtn), ("", r.dequant.to(W.device))):
+        for label, W_hat in (*baselines.items(), ("", r.dequant.to(W.device))):
             dW = W - W_hat
             rep[f"rel_err{suffix}{label}"] = h_inner(dW, dW, H) / den if den > 0 else 0.0
     rep.update({k: v for k, v in r.info.items()})

@@ -14,6 +14,7 @@ METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_al
 
 
 def register(subparsers) -> None:
+    from ..ggml import PLAN_FITS, QUANT_TYPES
     from ._choices import methods
 
     p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
@@ -21,14 +22,22 @@ def register(subparsers) -> None:
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir of Whisper, Qwen3-ASR or Moonshine "
                                  "| cached hub id")
     p.add_argument("--method", default="tarq", choices=methods(), help="quantization method (default tarq)")
-    p.add_argument("--format", default="q4_0", help="export lattice: q4_0 (default) or q8_0")
-    p.add_argument("--group-size", type=int, default=32, help="32 (ggml block, default), 64 or 128")
-    p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
+    p.add_argument("--format", default="q4_0", choices=list(QUANT_TYPES), metavar="TYPE",
+                   help="ggml type every quantized weight gets (default q4_0; " + ", ".join(QUANT_TYPES) +
+                        "; see --tensor-type)")
+    p.add_argument("--tensor-type", "--type-override", dest="tensor_type", action="append", default=[],
+                   metavar="REGEX=TYPE",
                    help="quantize the weights whose Hugging Face name matches REGEX onto TYPE instead (repeatable; "
                         "first match wins; weights quantized together, e.g. q/k/v, must match alike)")
     p.add_argument("--audio-tower-type", default=None, metavar="TYPE",
                    help="quantize the model's audio encoder (and projector) onto TYPE, e.g. q8_0 as CrispASR's own "
                         "quantizer keeps Qwen3-ASR's audio tower")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="columns sharing one fitted scale: the type's block (default); Q4_0/Q5_0/Q8_0 also 64, 128")
+    p.add_argument("--lattice-fit", choices=PLAN_FITS, default="auto",
+                   help="how the solver fits each group's scales from the current weights: ggml's own search "
+                        "(plain), its importance-weighted search with diag(H) as importance (weighted), or auto "
+                        "(weighted, except plain for q4_0 so its codes match earlier releases)")
     p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
@@ -80,18 +89,18 @@ def _overrides(args) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from ..calib.driver import quantize_loaded_model, resolve_device
     from ..calib.pipeline import CalibConfig
-    from ..calib.type_policy import TypePolicy
-    from ..formats import get_format
+    from ..ggml import TypePlan, get_type
     from ..methods import get_method
 
     resolve_device(args.device)   # fail before minutes of model loading and audio decoding
-    fmt = get_format(args.format, args.group_size)
     if args.threads < 1:
         raise ValueError("--threads must be at least 1")
     if args.pad_stride is not None and args.pad_stride < 1:
         raise ValueError("--pad-stride must be at least 1")
     overrides = _overrides(args)
-    TypePolicy.build(fmt, {**overrides, **({"": args.audio_tower_type} if args.audio_tower_type else {})})  # validate
+    plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit)   # validate early
+    if args.audio_tower_type and not get_type(args.audio_tower_type).quantized:
+        raise ValueError(f"--audio-tower-type {args.audio_tower_type}: not a quantized type")
     given = {field: getattr(args, flag) for flag, field in METHOD_FLAGS.items() if getattr(args, flag) is not None}
     from ..methods.registry import method_options
 
@@ -116,15 +125,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     if args.audio_tower_type:
         pattern = loaded.spec.audio_tower_pattern
-        overrides = {pattern: args.audio_tower_type, **overrides}
-    policy = TypePolicy.build(fmt, overrides) if overrides else fmt
+        plan = TypePlan(args.format, {pattern: args.audio_tower_type, **overrides}, group_size=args.group_size,
+                        fit=args.lattice_fit)
     frames = {k: v for k, v in (("encoder_frames", args.encoder_frames), ("pad_stride", args.pad_stride))
               if v is not None}
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, **frames, threads=args.threads, keep_stage_inputs=not args.low_memory,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
                       progress=not args.no_progress)
-    out = quantize_loaded_model(loaded, method, policy, utterances, args.out, cfg,
+    out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
                                 calib_name=str(args.calib) if args.calib else None)
     print(out)
     return 0

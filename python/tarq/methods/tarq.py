@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import QuantMethod, check_finite, cholesky, gptq_project, h_inner, inverse_from_factor
+from .base import QuantMethod, check_finite, cholesky, gptq_project, lattice_importance, h_inner, inverse_from_factor
 from .rarebal import rarebal_metric
 from .registry import register_method
 
@@ -36,7 +36,7 @@ class TARQ(QuantMethod):
     def metric(self, stats):
         return rarebal_metric(stats, self.config.cost_ratio, self.config.eps)[0]
 
-    def quantize_group(self, weights, stats, fmt):
+    def quantize_group(self, weights, stats, lat):
         names = list(weights)
         for name, W in weights.items():
             check_finite(name, W)
@@ -44,7 +44,8 @@ class TARQ(QuantMethod):
             raise ValueError(f"{', '.join(names)}: TARQ needs H_delta (FP stream) statistics")
         H_rb, lam = rarebal_metric(stats, self.config.cost_ratio, self.config.eps)
         chol = cholesky(H_rb, self.config.damp, names)
-        pilot = gptq_project(weights, chol, fmt, self.config.block_size)
+        imp = lattice_importance(H_rb, lat)
+        pilot = gptq_project(weights, chol, lat, self.config.block_size, imp)
         G = inverse_from_factor(chol.U)
         alphas: dict[str, float] = {}
         targets = {}
@@ -61,7 +62,7 @@ class TARQ(QuantMethod):
             alphas[name] = alpha
             if alpha != 0.0:
                 targets[name] = W + alpha * D
-        final = gptq_project(targets, chol, fmt, self.config.block_size) if targets else {}
+        final = gptq_project(targets, chol, lat, self.config.block_size, imp) if targets else {}
         out = {}
         for name in names:
             r = final.get(name, pilot[name])
