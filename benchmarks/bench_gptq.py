@@ -1,13 +1,15 @@
 """Native (tarq._C) vs PyTorch-reference GPTQ kernels on Whisper layer shapes.
 
 For each model size (d = d_model, ff = 4d) the three Linear shapes [d, d], [ff, d], [d, ff] (out, in) are
-swept (Q4_0, group 32, lazy block 128) with both backends at the same thread count; the Cholesky of the
-damped inverse is timed too for the distinct input widths. Median of --reps runs (the reference gets
---ref-reps, it is slow). Prints a markdown table and writes benchmarks/results/bench_gptq.json and .png.
+swept (Q4_0, group 32, lazy block 128) with both backends at the same thread count (--threads), and the
+codes of the two are compared; the Cholesky of the damped inverse is timed too for the distinct input
+widths. The native solver is also timed at every count of --thread-counts (default 1 and 2: the row that
+shows `--threads` reaches the native pool). Median of --reps runs (the reference gets --ref-reps, it is
+slow). Prints markdown tables and writes benchmarks/results/bench_gptq.json and .png.
 
-    PYTHONPATH=python python benchmarks/bench_gptq.py            # tiny/base/small (+ large-v3 sweeps), ~5 min
-    PYTHONPATH=python python benchmarks/bench_gptq.py --quick    # tiny + base only
-    PYTHONPATH=python python benchmarks/bench_gptq.py --full     # also large-v3 Cholesky, more reps
+    python benchmarks/bench_gptq.py            # all four sizes incl. large-v3 (Cholesky n = 5120), ~5-8 min
+    python benchmarks/bench_gptq.py --quick    # tiny + base only
+    python benchmarks/bench_gptq.py --full     # more reps
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ def machine_info(threads: int) -> dict:
     from tarq import _C
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "threads": threads,
-            "native_isa": _C.isa(), "native_cuda_built": bool(_C.has_cuda), "load_average_at_start": load,
+            "native_isa": _C.isa(), "native_blas": _C.blas() if hasattr(_C, "blas") else "built-in",
+            "native_cuda_built": bool(_C.has_cuda), "load_average_at_start": load,
             "git_commit": commit, "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -77,20 +80,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny and base only, 1 reference run")
     ap.add_argument("--full", action="store_true", help="all sizes incl. large-v3 Cholesky, more reps")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="threads of the native-vs-reference comparison")
+    ap.add_argument("--thread-counts", default="1,2", help="native solver timed at each of these thread counts")
     ap.add_argument("--reps", type=int, default=None, help="native runs per shape (median)")
     ap.add_argument("--ref-reps", type=int, default=None, help="reference runs per shape (median)")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_gptq.json")
     args = ap.parse_args(argv)
 
-    from tarq.kernels import native
-    from tarq import _C
-    torch.set_num_threads(args.threads)
-    _C.set_num_threads(args.threads)
+    from tarq.kernels import native, set_num_threads as set_threads
+    set_threads(args.threads)   # torch's pool (the reference) and tarq._C's OpenMP pool (native)
     models = ["tiny", "base"] if args.quick else list(MODELS)
     reps = args.reps or (5 if args.full else 3)
     ref_reps = args.ref_reps or (3 if args.full else 1)
-    chol_max_n = 10**9 if args.full else 3072  # the reference Cholesky of 5120 takes minutes here
+    chol_max_n = 10**9   # every size, n = 5120 included (the acceptance is >= 3x on every Cholesky size)
+    thread_counts = [int(t) for t in args.thread_counts.split(",") if t]
     fmt = get_format("q4_0", 32)
     info = machine_info(args.threads)
     rows, chol_rows = [], []
@@ -101,34 +104,54 @@ def main(argv=None) -> int:
             if n in factors:
                 continue
             H = test_hessian(n, seed=n)
-            t_nat = timed(lambda: native.cholesky_inverse_upper(H), reps if n <= chol_max_n else 1)
+            by_threads = {}
+            for t in thread_counts:
+                set_threads(t)
+                by_threads[t] = timed(lambda: native.cholesky_inverse_upper(H), reps)
+            set_threads(args.threads)
+            t_nat = timed(lambda: native.cholesky_inverse_upper(H), reps)
             factors[n] = native.cholesky_inverse_upper(H).U
             t_ref = timed(lambda: ref.cholesky_inverse_upper(H), ref_reps) if n <= chol_max_n else None
             chol_rows.append({"n": n, "native_s": t_nat, "reference_s": t_ref,
-                              "speedup": (t_ref / t_nat) if t_ref else None})
+                              "speedup": (t_ref / t_nat) if t_ref else None, "native_s_by_threads": by_threads})
             print(f"cholesky n={n}: native {t_nat:.3f}s reference {t_ref if t_ref is None else round(t_ref, 3)}s",
                   flush=True)
         for shape in ((d, d), (ff, d), (d, ff)):
             m, n = shape
             W = torch.randn(m, n, generator=torch.Generator().manual_seed(m + n)) * 0.05
             U = factors[n]
+            by_threads = {}
+            for t in thread_counts:
+                set_threads(t)
+                by_threads[t] = timed(lambda: native.gptq_sweep(W, U, fmt), reps)
+            set_threads(args.threads)
             t_nat = timed(lambda: native.gptq_sweep(W, U, fmt), reps)
             t_ref = timed(lambda: ref.gptq_sweep(W, U, fmt), ref_reps)
+            a, b = native.gptq_sweep(W, U, fmt), ref.gptq_sweep(W, U, fmt)
+            same = float((a.codes == b.codes).float().mean())
             rows.append({"model": model, "out": m, "in": n, "native_s": t_nat, "reference_s": t_ref,
-                         "speedup": t_ref / t_nat})
-            print(f"sweep {model} [{m}x{n}]: native {t_nat:.3f}s reference {t_ref:.3f}s x{t_ref / t_nat:.1f}",
-                  flush=True)
+                         "speedup": t_ref / t_nat, "codes_equal_fraction": same,
+                         "codes_identical": bool(same == 1.0 and torch.equal(a.scales, b.scales)),
+                         "native_s_by_threads": by_threads})
+            print(f"sweep {model} [{m}x{n}]: native {t_nat:.3f}s reference {t_ref:.3f}s x{t_ref / t_nat:.1f} "
+                  f"codes equal {same:.6f}; native by threads " +
+                  ", ".join(f"{t}: {v:.3f}s" for t, v in by_threads.items()), flush=True)
 
-    table = ["| model | shape [out x in] | native (s) | reference (s) | speedup |", "|---|---|---:|---:|---:|"]
+    tc = thread_counts
+    thr_head = "".join(f" native {t} thr (s) |" for t in tc)
+    table = [f"| model | shape [out x in] | native (s) | reference (s) | speedup | codes identical |{thr_head}",
+             "|---|---|---:|---:|---:|---|" + "---:|" * len(tc)]
     table += [f"| {r['model']} | {r['out']}x{r['in']} | {r['native_s']:.3f} | {r['reference_s']:.3f} | "
-              f"{r['speedup']:.1f}x |" for r in rows]
-    ctable = ["| n (Cholesky) | native (s) | reference (s) | speedup |", "|---:|---:|---:|---:|"]
+              f"{r['speedup']:.1f}x | {'yes' if r['codes_identical'] else 'no (%.6f)' % r['codes_equal_fraction']} |"
+              + "".join(f" {r['native_s_by_threads'][t]:.3f} |" for t in tc) for r in rows]
+    ctable = [f"| n (Cholesky) | native (s) | reference (s) | speedup |{thr_head}", "|---:|---:|---:|---:|" + "---:|" * len(tc)]
     ctable += [f"| {c['n']} | {c['native_s']:.3f} | " + (f"{c['reference_s']:.3f} | {c['speedup']:.1f}x |"
-               if c["reference_s"] else "not run | - |") for c in chol_rows]
+               if c["reference_s"] else "not run | - |") + "".join(f" {c['native_s_by_threads'][t]:.3f} |" for t in tc)
+               for c in chol_rows]
     print("\n" + "\n".join(table) + "\n\n" + "\n".join(ctable))
     payload = {"machine": info, "format": "q4_0/g32", "block_size": 128, "native_reps": reps,
                "reference_reps": ref_reps, "statistic": "median", "sweep": rows, "cholesky": chol_rows,
-               "markdown": "\n".join(table)}
+               "thread_counts": thread_counts, "markdown": "\n".join(table), "markdown_cholesky": "\n".join(ctable)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")

@@ -8,6 +8,13 @@ integer codes are compared, so the speedup is between runs that produced the sam
     python benchmarks/bench_quant_speed.py                  # tiny.en x 8 utts, base x 4 utts; reference: tiny GPTQ
     python benchmarks/bench_quant_speed.py --n-calib 128 --reference-models all --reference-methods all
     python benchmarks/bench_quant_speed.py --gpu                  # CUDA variant (skipped without a GPU)
+    # issue 13 acceptance (TARQ, 128 utterances, ratios against the committed n128 run):
+    python benchmarks/bench_quant_speed.py --n-calib 128 --methods tarq --backends native \
+        --baseline benchmarks/results/bench_quant_speed_n128.json --out benchmarks/results/bench_quant_speed_n128_v2.json
+
+Every row also carries the peak RSS per phase and the native ISA / BLAS / thread count from report.json, and, with
+--baseline, the ratios statistics / wall / peak RSS against the baseline's row of the same model, method, solver
+and calibration size.
 """
 from __future__ import annotations
 
@@ -76,18 +83,24 @@ def codes_agreement(dir_a: Path, dir_b: Path) -> dict:
 
 
 def quantize_once(model: str, method: str, calib: Path, n_calib: int, threads: int, backend: str,
-                  out_dir: Path, device: str | None, timeout: float) -> dict:
+                  out_dir: Path, device: str | None, timeout: float, encoder_frames: str | None = None) -> dict:
     cmd = tarq_cli("quantize", model, "--method", method, "--format", "q4_0", "--calib", str(calib),
                    "--n-calib", str(n_calib), "--threads", str(threads), "--out", str(out_dir))
     if device:
         cmd += ["--device", device]
+    if encoder_frames:
+        cmd += ["--encoder-frames", encoder_frames]
     res = run_measured(cmd, env=bench_env(threads=threads, **BACKENDS[backend]), timeout=timeout)
     check_child(res, f"quantize {model} {method} ({backend})")
     report_path = out_dir / "report.json"
     report = read_json(report_path) if report_path.exists() else {}
     split = phase_split(report)
+    versions = report.get("versions") or {}
     return {"wall_s": round(res.wall_s, 2), "peak_rss_mb": round(res.peak_rss_mb, 1), "split": split,
-            "kernels_backend": (report.get("versions") or {}).get("kernels"),
+            "kernels_backend": versions.get("kernels"),
+            "native": {k: versions.get(k) for k in ("native_isa", "native_blas", "native_threads")},
+            "peak_rss_mb_by_phase": (report.get("memory") or {}).get("peak_rss_mb_by_phase"),
+            "encoder_frames": (report.get("calibration") or {}).get("encoder_frames"),
             "timing_raw": report.get("timing")}
 
 
@@ -116,7 +129,7 @@ def run(args) -> dict:
                     for backend in backends:            # interleaved: load drift hits both alike
                         out = tmp_root / f"{model}-{method}-{backend}-{rep}"
                         r = quantize_once(model, method, calib, n_calib, args.threads, backend, out, device,
-                                          args.timeout)
+                                          args.timeout, args.encoder_frames)
                         reps[backend].append(r)
                         s = r["split"]
                         print(f"{model} {method} {backend} (rep {rep + 1}): wall {r['wall_s']:.1f} s, prepare "
@@ -141,8 +154,11 @@ def run(args) -> dict:
                         "outside_s": median([r["wall_s"] - r["split"]["total"] for r in rs
                                              if r["split"]["total"] is not None]),
                         "all_wall_s": [r["wall_s"] for r in rs], "timing_raw": rs[0]["timing_raw"],
-                        "native_vs_reference": agreement,
+                        "native_vs_reference": agreement, "native": rs[0]["native"],
+                        "encoder_frames": rs[0]["encoder_frames"],
+                        "peak_rss_mb_by_phase": rs[0]["peak_rss_mb_by_phase"],
                     })
+                    runs[-1]["vs_baseline"] = against_baseline(runs[-1], args.baseline)
                 for d in dirs.values():
                     shutil.rmtree(d, ignore_errors=True)
                 # keep what is measured so far: an interrupted run still leaves its finished rows behind
@@ -152,12 +168,29 @@ def run(args) -> dict:
     return document(meta, args, device, runs)
 
 
+def against_baseline(row: dict, baseline_path: Path | None) -> dict | None:
+    """statistics / wall / peak-RSS ratios of ``row`` against the same configuration in a committed result."""
+    if baseline_path is None or not Path(baseline_path).exists():
+        return None
+    for b in read_json(Path(baseline_path)).get("runs", []):
+        if (b["model"], b["method"], b["backend"], b["n_calib"]) == (row["model"], row["method"], row["backend"],
+                                                                     row["n_calib"]):
+            def ratio(key):
+                return row[key] / b[key] if row.get(key) is not None and b.get(key) else None
+            return {"baseline": str(baseline_path), "statistics_ratio": ratio("statistics"),
+                    "wall_ratio": ratio("wall_s"), "peak_rss_ratio": ratio("peak_rss_mb"),
+                    "forward_ratio": ratio("forward"), "baseline_statistics_s": b.get("statistics"),
+                    "baseline_wall_s": b.get("wall_s"), "baseline_peak_rss_mb": b.get("peak_rss_mb")}
+    return None
+
+
 def document(meta: RunMeta, args, device: str | None, runs: list[dict]) -> dict:
     return {"meta": meta.finish(),
             "config": {"models": args.models, "methods": args.methods, "backends": args.backends,
                        "n_calib": args.n_calib, "reference_models": args.reference_models,
                        "reference_methods": args.reference_methods, "threads": args.threads, "repeats": args.repeats,
-                       "format": "q4_0",
+                       "format": "q4_0", "encoder_frames": args.encoder_frames or "(tarq default)",
+                       "baseline": str(args.baseline) if args.baseline else None,
                        "calib": CALIB_SET, "device": device or "cpu"},
             "runs": runs}
 
@@ -167,27 +200,43 @@ def render_markdown(result: dict) -> str:
         return f"_{result['skipped']}_"
     rows = []
     by = {(r["model"], r["method"], r["backend"]): r for r in result["runs"]}
+    # columns added by issue 13 (RSS per phase, baseline ratios) only where a run has them: older JSONs keep
+    # their original table
+    extra = any(r.get("peak_rss_mb_by_phase") or r.get("vs_baseline") for r in result["runs"])
     for r in result["runs"]:
         ref = by.get((r["model"], r["method"], "reference"))
         speed = (f"{ref['solve'] / r['solve']:.1f}×" if r["backend"] != "reference" and ref and r["solve"]
                  and ref["solve"] else "–")
         wall_speed = (f"{ref['wall_s'] / r['wall_s']:.2f}×" if r["backend"] != "reference" and ref else "–")
         agree = r.get("native_vs_reference") or {}
-        rows.append([r["model"], r["method"], r["n_calib"],
-                     r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
-                                     r["kernels_backend"] != r["backend"] else ""),
-                     fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
-                     fmt_num(r["statistics"], 1),
-                     fmt_num(r["solve"], 2), fmt_num(r["other"], 1), fmt_num(r.get("outside_s"), 1), speed,
-                     wall_speed,
-                     fmt_num(r["peak_rss_mb"], 0),
-                     fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else ""])
+        vb = r.get("vs_baseline") or {}
+        phases = r.get("peak_rss_mb_by_phase") or {}
+        row = [r["model"], r["method"], r["n_calib"],
+               r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
+                               r["kernels_backend"] != r["backend"] else ""),
+               fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
+               fmt_num(r["statistics"], 1),
+               fmt_num(r["solve"], 2), fmt_num(r["other"], 1), fmt_num(r.get("outside_s"), 1), speed,
+               wall_speed,
+               fmt_num(r["peak_rss_mb"], 0)]
+        if extra:
+            row += [" / ".join(f"{k} {v:.0f}" for k, v in phases.items()) or "–",
+                    fmt_num(vb.get("statistics_ratio"), 2), fmt_num(vb.get("wall_ratio"), 2),
+                    fmt_num(vb.get("peak_rss_ratio"), 2)]
+        row.append(fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else "")
+        rows.append(row)
+    headers = ["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
+               "solve s", "other s", "load/save s", "solve speedup", "wall speedup", "peak RSS MB"]
+    align = "llrlrrrrrrrrrr"
+    if extra:
+        headers += ["peak RSS by phase MB", "stats / baseline", "wall / baseline", "RSS / baseline"]
+        align += "lrrr"
+    headers.append("codes equal (native vs ref)")
+    align += "r"
     m = result["meta"]
     cfg = result["config"]
     return (("**Partial run** (interrupted; finished rows only).\n\n" if result.get("partial") else "") +
-            markdown_table(["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s",
-                            "statistics s", "solve s", "other s", "load/save s", "solve speedup", "wall speedup",
-                            "peak RSS MB", "codes equal (native vs ref)"], rows, "llrlrrrrrrrrrrr") +
+            markdown_table(headers, rows, align) +
             f"\n\nDevice {cfg['device']}, {cfg['threads']} threads, median of {cfg['repeats']} run(s) per row; "
             f"machine {m['machine']['cpu']} ({m['machine']['cpu_count']} cores), load average {m['loadavg_start']}"
             f" → {m['loadavg_end']}.")
@@ -248,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per calibration")
     p.add_argument("--data-root", help="folder with the shared speech sets (default ../shared/data)")
+    p.add_argument("--encoder-frames", choices=("sampled", "all", "speech"), default=None,
+                   help="passed to tarq quantize (default: tarq's own default)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="a committed bench_quant_speed JSON: adds statistics / wall / RSS ratios per row")
     p.add_argument("--gpu", action="store_true",
                    help="CUDA variant (tarq quantize --device cuda); records 'skipped: no CUDA device' without one")
     return p

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "blas.h"
 #include "cholesky.h"
 #include "fp16.h"
 #include "kernels.h"
@@ -100,6 +101,19 @@ py::array_t<float> f16_to_f32_py(const py::array_t<uint16_t, py::array::c_style 
     return out;
 }
 
+// H (float64 [n, n], C-contiguous, modified in place): lower triangle += alpha * X^T X for X float32 [T, n].
+void syrk_lower_py(py::array_t<double, py::array::c_style> H, const py::array_t<float, py::array::c_style>& X,
+                   double alpha) {
+    if (X.ndim() != 2 || H.ndim() != 2) throw std::invalid_argument("syrk: X and H must be 2-D");
+    const int64_t T = X.shape(0), n = X.shape(1);
+    if (H.shape(0) != n || H.shape(1) != n) throw std::invalid_argument("syrk: H must be [n, n] for X [T, n]");
+    if (!H.writeable()) throw std::invalid_argument("syrk: H is read-only");
+    double* h = H.mutable_data();
+    const float* x = X.data();
+    py::gil_scoped_release nogil;
+    tarq::blas::syrk_lower_accumulate(T, n, x, alpha, h);
+}
+
 int max_threads() {
 #ifdef _OPENMP
     return omp_get_max_threads();
@@ -127,6 +141,10 @@ PYBIND11_MODULE(_C, m) {
 #endif
     }, "OpenMP threads for later calls (benchmarks match torch.set_num_threads)");
     m.def("isa", [] { return std::string(tarq::pick_kernels().isa); });
+    m.def("blas", &tarq::blas::name, "the BLAS behind the solver's GEMMs and triangular solves (or 'built-in')");
+    m.attr("has_blas") = tarq::blas::available();
+    m.def("syrk_lower_accumulate", &syrk_lower_py, py::arg("H"), py::arg("X"), py::arg("alpha") = 1.0,
+          "H[i,j] += alpha * (X^T X)[i,j] for j <= i; X float32 [T,n] (one utterance), H float64 [n,n] in place");
 #ifdef TARQ_WITH_CUDA
     m.attr("has_cuda") = true;
     m.def("gptq_sweep_cuda", &tarq::cuda::sweep_device_ptrs, py::arg("W"), py::arg("U"), py::arg("m"), py::arg("n"),

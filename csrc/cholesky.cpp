@@ -7,6 +7,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "blas.h"
 #include "kernels.h"
 
 namespace tarq {
@@ -19,11 +20,14 @@ double damp_schedule(double damp_frac, double mean_diag, int attempt) {
 
 namespace {
 
-constexpr int64_t NB = 64;  // panel width of the blocked factorisation
+// Built-in path (no BLAS at build time; with BLAS see cholesky_blas.cpp). Panel width 64, trailing-update
+// row tiles of 4 rows (the micro-kernel's tile).
+constexpr int64_t NB = 64, TR = 4;
 
 // In-place lower Cholesky of A [n, n] (row-major). Returns false on a non-positive or non-finite pivot.
-// Right-looking blocked: factor the diagonal block, solve the panel below it, then update the trailing
-// lower triangle with one GEMM per row tile against the transposed panel.
+// Right-looking blocked: factor the diagonal block, solve the panel below it (one triangular solve per
+// 64-row chunk), then update the trailing lower triangle with one GEMM per row tile against the transposed
+// panel. Every split is fixed by n alone, so the result does not depend on the thread count.
 bool cholesky_lower(std::vector<double>& Av, int64_t n, const Kernels& K) {
     double* A = Av.data();
     std::vector<double> PT;
@@ -43,23 +47,22 @@ bool cholesky_lower(std::vector<double>& Av, int64_t n, const Kernels& K) {
         }
         const int64_t rest = n - k1;
         if (rest == 0) break;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = k1; i < n; ++i) {  // panel: L21 = A21 L11^-T, row by row
-            for (int64_t j = k0; j < k1; ++j) {
-                double t = A[i * n + j];
-                for (int64_t p = k0; p < j; ++p) t -= A[i * n + p] * A[j * n + p];
-                A[i * n + j] = t / A[j * n + j];
-            }
+        const int64_t chunks = (rest + 63) / 64;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t c = 0; c < chunks; ++c) {  // panel: L21 = A21 L11^-T
+            const int64_t r0 = k1 + c * 64, r1 = std::min(n, r0 + 64);
+            blas::trsm_right_lower_trans(r1 - r0, kb, A + k0 * n + k0, n, A + r0 * n + k0, n);
         }
         PT.assign(static_cast<size_t>(kb * rest), 0.0);  // panel transposed: [kb, rest]
-        for (int64_t i = 0; i < rest; ++i)
-            for (int64_t p = 0; p < kb; ++p) PT[p * rest + i] = A[(k1 + i) * n + k0 + p];
-        // trailing update A22 -= L21 L21^T on the lower triangle, in 4-row tiles (tiles up to the diagonal)
-        const int64_t tiles = (rest + 3) / 4;
-#pragma omp parallel for schedule(dynamic, 4)
-        for (int64_t t = 0; t < tiles; ++t) {
-            const int64_t r0 = t * 4, r1 = std::min(rest, r0 + 4);
-            K.gemm_sub(r1 - r0, r1, kb, A + (k1 + r0) * n + k0, n, PT.data(), rest, A + (k1 + r0) * n + k1, n);
+#pragma omp parallel for schedule(static)
+        for (int64_t p = 0; p < kb; ++p)
+            for (int64_t i = 0; i < rest; ++i) PT[p * rest + i] = A[(k1 + i) * n + k0 + p];
+        // trailing update A22 -= L21 L21^T on the lower triangle, in row tiles (each tile up to the diagonal)
+        const int64_t tiles = (rest + TR - 1) / TR;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t t = tiles - 1; t >= 0; --t) {  // widest tiles first
+            const int64_t r0 = t * TR, r1 = std::min(rest, r0 + TR);
+            blas::gemm_sub(K, r1 - r0, r1, kb, A + (k1 + r0) * n + k0, n, PT.data(), rest, A + (k1 + r0) * n + k1, n);
         }
     }
     return true;
@@ -124,17 +127,27 @@ CholeskyOut cholesky_inverse_upper(const double* H, int64_t n, double damp_frac,
     double lam = 0.0;
     for (int attempt = 0; attempt < max_tries; ++attempt) {
         lam = damp_schedule(damp_frac, mean_diag, attempt);
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n; ++i) {  // A = J (H + λI) J, lower triangle
             const int64_t ri = n - 1 - i;
             for (int64_t j = 0; j < i; ++j) A[i * n + j] = H[(n - 1 - j) * n + ri];
             A[i * n + i] = diag[ri] + lam;
         }
-        if (!cholesky_lower(A, n, K)) continue;
-        for (int64_t i = 0; i < n; ++i)
-            for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0;  // clear the GEMM scratch above the diagonal
-        invert_lower(A, n, K, X);
+        if (blas::available()) {  // recursive LAPACK/BLAS factor and in-place inverse (cholesky_blas.cpp)
+            if (!blas::cholesky_lower_inplace(A.data(), n)) continue;
+            blas::invert_lower_inplace(A.data(), n);
+            X.swap(A);                                   // only the lower triangle of X is read below
+            A.assign(static_cast<size_t>(n * n), 0.0);   // the next try rebuilds A's lower triangle
+        } else {  // built-in kernels (no BLAS at build time)
+            if (!cholesky_lower(A, n, K)) continue;
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < n; ++i)
+                for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0;  // clear the GEMM scratch above the diagonal
+            invert_lower(A, n, K, X);
+        }
         out.U.assign(static_cast<size_t>(n * n), 0.0f);
         bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
         for (int64_t i = 0; i < n; ++i)
             for (int64_t j = i; j < n; ++j) {
                 const double v = X[(n - 1 - i) * n + (n - 1 - j)];

@@ -1,5 +1,7 @@
 #include "sweep.h"
 
+#include "blas.h"
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -24,13 +26,10 @@ struct RowGroup {
 };
 
 // Rows per task: at most 64 (64 x n working rows + 64 x block errors per thread), fewer when there are
-// few rows so that every thread gets several tasks; a multiple of the 4-row GEMM tile.
+// few rows so that there are at least 16 tasks; a multiple of the 4-row GEMM tile. It depends on the row
+// count only, never on the thread count, so every GEMM call (and its rounding) is the same at any --threads.
 int64_t row_group_size(int64_t total_rows) {
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
-    int64_t rg = (total_rows + 4 * threads - 1) / (4 * threads);
+    int64_t rg = (total_rows + 15) / 16;
     rg = (rg + 3) / 4 * 4;
     return std::max<int64_t>(4, std::min<int64_t>(64, rg));
 }
@@ -47,7 +46,7 @@ void sweep_group(const Kernels& K, const SweepJob& job, int64_t r0, int64_t r1, 
         K.sweep_block(rows, n, i1, i2, Wk.data(), job.U, lat, job.codes + r0 * n, job.scales + r0 * ng,
                       job.deq + r0 * n, E.data(), B, job.row_err + r0);
         // lazy-batch update of all later columns: W[:, i2:] -= E[:, i1:i2] U[i1:i2, i2:]
-        K.gemm_sub(rows, n - i2, i2 - i1, E.data(), B, job.U + i1 * n + i2, n, Wk.data() + i2, n);
+        blas::gemm_sub(K, rows, n - i2, i2 - i1, E.data(), B, job.U + i1 * n + i2, n, Wk.data() + i2, n);
     }
 }
 

@@ -58,3 +58,67 @@ def test_nonfinite_activations_rejected():
         assert "non-finite" in str(e)
     else:
         raise AssertionError("NaN activations were accepted")
+
+
+def test_weighted_rows_and_symmetry():
+    """weight w counts a row w times; the native lower-triangle update is mirrored to an exactly symmetric H."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(50, 16, generator=g)
+    a, b = StatsAccumulator(16, track_delta=True), StatsAccumulator(16, track_delta=True)
+    fp = x + 0.1
+    a.add(x, fp, weight=3.0)
+    for _ in range(3):
+        b.add(x, fp)
+    sa, sb = a.finalize(), b.finalize()
+    assert sa.n_common == sb.n_common == 150 and sa.n_tail == 0
+    torch.testing.assert_close(sa.H_common, sb.H_common, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(sa.H_delta, sb.H_delta, rtol=1e-6, atol=1e-5)
+    assert torch.equal(sa.H_common, sa.H_common.T)
+    assert torch.count_nonzero(sa.H_tail) == 0
+    torch.testing.assert_close(sa.H_common, 3 * x.double().T @ x.double(), rtol=1e-5, atol=1e-4)
+
+
+def test_padding_subsample_weights_cover_the_padding_once():
+    from tarq.calib.pipeline import padding_subsample
+
+    for first, stride, pick in ((300, 8, "golden"), (1493, 8, "middle"), (0, 5, "golden"), (1500, 8, "golden")):
+        parts = padding_subsample(1500, first, stride, pick)
+        idx = torch.cat([i for i, _ in parts]) if parts else torch.empty(0, dtype=torch.long)
+        total = sum(w * i.numel() for i, w in parts)
+        assert total == 1500 - first
+        assert idx.unique().numel() == idx.numel() and (idx >= first).all() and (idx < 1500).all()
+        # one kept frame per run of `stride` frames
+        assert torch.equal(torch.sort((idx - first) // stride).values, torch.arange(idx.numel()))
+    golden = torch.cat([i for i, _ in padding_subsample(1500, 0, 8, "golden")])
+    assert len(set((golden % 8).tolist())) == 8   # no fixed phase (a fixed stride aliases with position embeddings)
+
+
+def test_sampled_encoder_rows_weigh_the_whole_window():
+    from tarq.calib.pipeline import CalibConfig, _select_rows
+    from tarq.models.adapter import FRAMES, CalibSample
+
+    s = CalibSample("u", torch.zeros(1), [0, 1], torch.zeros(1, dtype=torch.bool), n_speech_frames=270)
+    x = torch.arange(1500.0)[:, None].repeat(1, 4)
+    rows, _, tail, w = _select_rows(x, None, s, FRAMES, CalibConfig(encoder_frames="sampled", pad_stride=8,
+                                                                     pad_margin=16))
+    assert float(w.sum()) == 1500 and tail is None
+    assert torch.equal(rows[:286], x[:286]) and bool((w[:286] == 1).all())
+    assert rows.shape[0] == 286 + (1500 - 286 + 7) // 8
+    assert _select_rows(x, None, s, FRAMES, CalibConfig(encoder_frames="all"))[0] is x
+    assert _select_rows(x, None, s, FRAMES, CalibConfig(encoder_frames="speech"))[0].shape[0] == 270
+
+
+def test_weighted_rows_equal_repeated_rows_in_one_call():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 8, generator=g)
+    fp = x + 0.2 * torch.randn(12, 8, generator=g)
+    w = torch.tensor([1.0] * 6 + [4.0] * 5 + [3.0])
+    a = StatsAccumulator(8, track_delta=True)
+    a.add(x, fp, None, w)
+    rep = w.long()
+    b = StatsAccumulator(8, track_delta=True)
+    b.add(x.repeat_interleave(rep, 0), fp.repeat_interleave(rep, 0))
+    sa, sb = a.finalize(), b.finalize()
+    assert sa.n_common == sb.n_common == 29
+    torch.testing.assert_close(sa.H_common, sb.H_common, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sa.H_delta, sb.H_delta, rtol=1e-5, atol=1e-5)

@@ -320,3 +320,51 @@ def test_missing_extension_falls_back_to_reference_with_warning(monkeypatch, cap
     monkeypatch.setenv("TARQ_KERNELS", "native")
     with pytest.raises(ImportError, match="simulated"):
         K.backend_name()
+
+
+@needs_native
+def test_native_results_do_not_depend_on_the_thread_count():
+    """Fixed row groups / tiles / bands (csrc/sweep.cpp, cholesky.cpp, blas.cpp): --threads 1 and 2 agree bitwise."""
+    H = random_hessian(384, seed=11)
+    W = random_weight(600, 384, seed=12)
+    X = torch.randn(700, 384, generator=torch.Generator().manual_seed(13))
+    out = {}
+    for t in (1, 2):
+        _C.set_num_threads(t)
+        chol = native.cholesky_inverse_upper(H)
+        res = native.gptq_sweep(W, chol.U, Q4)
+        S = np.zeros((384, 384))
+        _C.syrk_lower_accumulate(S, X.numpy(), 1.0)
+        out[t] = (chol.U, res.codes, res.dequant, S)
+    _C.set_num_threads(1)
+    for a, b in zip(out[1], out[2]):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@needs_native
+def test_native_info_and_thread_setting():
+    from tarq.kernels import native_info, set_num_threads
+
+    set_num_threads(2)
+    info = native_info()
+    assert info["native_threads"] == 2 == torch.get_num_threads()
+    assert info["native_isa"] in ("avx2+fma", "generic")
+    assert info["native_blas"] == _C.blas() and ("OpenBLAS" in info["native_blas"]) == bool(_C.has_blas)
+    set_num_threads(1)
+    assert _C.max_threads() == 1
+
+
+@needs_native
+def test_syrk_lower_accumulate_matches_float64_sums():
+    g = torch.Generator().manual_seed(5)
+    X = (torch.randn(333, 200, generator=g) * torch.linspace(0.1, 4.0, 200)).numpy()
+    H = np.full((200, 200), 7.0)   # accumulates into what is there; the upper triangle is left alone
+    _C.syrk_lower_accumulate(H, X, 2.5)
+    want = 7.0 + 2.5 * (X.astype(np.float64).T @ X.astype(np.float64))
+    low = np.tril_indices(200)
+    # float32 sums per call (like a float32 GEMM): error relative to the products' scale, not to each entry
+    scale = np.abs(X.astype(np.float64)).T @ np.abs(X.astype(np.float64)) * 2.5
+    assert np.max(np.abs(H[low] - want[low]) / scale[low]) < 1e-6
+    assert np.all(H[np.triu_indices(200, 1)] == 7.0)
+    with pytest.raises(ValueError):
+        _C.syrk_lower_accumulate(np.zeros((10, 10)), X, 1.0)

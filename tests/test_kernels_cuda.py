@@ -69,7 +69,7 @@ def test_cuda_validation_harness_runs(tmp_path):
     nvcc = _nvcc()
     exe = tmp_path / "validate_sweep"
     srcs = [CUDA_DIR / "validate_sweep.cu", CUDA_DIR / "sweep.cu"] + [
-        ROOT / "csrc" / s for s in ("sweep.cpp", "cholesky.cpp", "dispatch.cpp", "kernels_generic.cpp")]
+        ROOT / "csrc" / s for s in ("sweep.cpp", "cholesky.cpp", "dispatch.cpp", "kernels_generic.cpp", "blas.cpp")]
     subprocess.run([nvcc, "-O3", "-std=c++17", "-Xcompiler", "-fopenmp", "-I", str(ROOT / "csrc"),
                     *map(str, srcs), "-o", str(exe)], check=True, timeout=600)
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)

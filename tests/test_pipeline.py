@@ -231,3 +231,34 @@ def test_calibration_on_cuda_matches_cpu(loaded, samples, tarq_result):
         assert got.codes.shape == ref.codes.shape, name
         agree = (got.codes.cpu() == ref.codes).float().mean().item()
         assert agree >= 0.99, f"{name}: only {agree:.4f} of the codes agree with the CPU run"
+
+
+def test_codes_do_not_depend_on_the_thread_count(loaded, samples, tarq_result):
+    """--threads 1 and 2 give the same codes (MKL strict CNR for torch GEMMs; fixed work splits in tarq._C)."""
+    from tarq.kernels import set_num_threads
+
+    old = torch.get_num_threads()
+    try:
+        set_num_threads(1 if old != 1 else 2)
+        b = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("tarq"), FMT,
+                            CalibConfig(progress=False))
+    finally:
+        set_num_threads(old)
+    for k in tarq_result.quantized:
+        assert torch.equal(tarq_result.quantized[k].codes, b.quantized[k].codes), k
+
+
+def test_sampled_padding_weights_every_frame_and_all_is_exact(loaded, samples, tarq_result):
+    # default (sampled padding): the weights add up to the whole window
+    assert tarq_result.layers["model.encoder.layers.0.fc1.weight"]["n_common"] == len(samples) * 1500
+    cfg_all = CalibConfig(progress=False, encoder_frames="all")
+    res = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), FMT, cfg_all)
+    assert res.layers["model.encoder.layers.0.fc1.weight"]["n_common"] == len(samples) * 1500
+
+
+def test_rebuilding_stage_inputs_gives_the_same_codes(loaded, samples, tarq_result):
+    """keep_stage_inputs=False (bounded memory: fc2's input rebuilt in the advance pass) changes nothing."""
+    b = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("tarq"), FMT,
+                        CalibConfig(progress=False, keep_stage_inputs=False))
+    for k in tarq_result.quantized:
+        assert torch.equal(tarq_result.quantized[k].codes, b.quantized[k].codes), k

@@ -11,4 +11,13 @@ Subpackages, one concern each:
   cli      - the ``tarq`` command
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# Thread-count invariance (docs/methods.md §2): MKL, which PyTorch's x86 wheels use for float32/float64 GEMMs,
+# picks thread-count-dependent kernels for small GEMMs (e.g. the decoder's [15, 384] Linears), so `--threads 1`
+# and `--threads 2` gave different activations and codes. Strict conditional numerical reproducibility makes
+# MKL's GEMMs bitwise independent of the thread count. MKL reads this on its first call, so it is set here,
+# before tarq runs any GEMM; a value the user set wins.
+_os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")

@@ -13,6 +13,7 @@ import torch
 from ..formats import QuantFormat
 from ..methods.base import QuantMethod
 from ..models.adapter import CalibSample, ModelAdapter, get_adapter
+from .memory import RssSampler, peak_rss_mb
 from .pipeline import CalibConfig, calib_config_dict, run_calibration, select_subset
 from .type_policy import TypePolicy, as_policy
 
@@ -78,8 +79,11 @@ def _versions(device: torch.device) -> dict[str, str]:
     from .. import __version__
     from ..kernels import backend_name
 
+    from ..kernels import native_info
+
     out = {"tarq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-           "python": platform.python_version(), "kernels": backend_name(), "device": str(device)}
+           "python": platform.python_version(), "kernels": backend_name(), "device": str(device),
+           **native_info()}
     if device.type == "cuda":
         out["cuda_device"] = torch.cuda.get_device_name(device)
     return out
@@ -94,7 +98,9 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
 
     cfg = cfg or CalibConfig()
     device = resolve_device(cfg.device)
-    torch.set_num_threads(max(1, int(cfg.threads)))
+    from ..kernels import set_num_threads
+
+    set_num_threads(max(1, int(cfg.threads)))   # torch's pool and tarq._C's OpenMP pool
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
     adapter = get_adapter(getattr(loaded, "family", "whisper"))
@@ -116,7 +122,8 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
     home = next(model.parameters()).device
     model.to(device)
     try:
-        result = run_calibration(model, adapter, samples, method, fmt, cfg)
+        with RssSampler() as rss:
+            result = run_calibration(model, adapter, samples, method, fmt, cfg)
     finally:
         model.to(home)   # the caller's model comes back where it was
 
@@ -137,6 +144,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
         "seed": cfg.seed,
         "versions": _versions(device),
         "timing_s": timing,
+        "memory": {"peak_rss_mb": peak_rss_mb(), "peak_rss_mb_by_phase": rss.peaks(result.spans)},
         "tied_parameters": tied,
         "layers": result.layers,
     }

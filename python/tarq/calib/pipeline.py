@@ -29,12 +29,13 @@ from ..formats import QuantFormat
 from ..methods.base import LinearResult, QuantMethod, h_inner
 from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
+from .memory import release_free_memory
 from .stats import GroupStats, StatsAccumulator
 from .type_policy import TypePolicy, as_policy
 
 log = logging.getLogger(__name__)
 
-ENCODER_FRAMES = ("all", "speech")
+ENCODER_FRAMES = ("sampled", "all", "speech")
 EMBEDDING_MODES = ("method", "rtn")
 
 
@@ -44,7 +45,17 @@ class CalibConfig:
     seed: int = 0
     zipf_threshold: float = 3.0
     tag_by: str = "target"            # "target" | "input" (calib/rarity.py)
-    encoder_frames: str = "all"       # "all": the 30 s padded window inference sees; "speech": frames covering audio
+    # Encoder positions in the statistics (docs/methods.md §2). "sampled": every frame covering audio plus
+    # pad_margin frames after it, and of the padding that fills the rest of the 30 s window one frame in every
+    # pad_stride, weighted by the frames it stands for; "all": every frame of the window (exact, slower);
+    # "speech": only the frames covering audio. The forward always runs the whole window.
+    encoder_frames: str = "sampled"
+    pad_stride: int = 4
+    pad_margin: int = 16
+    pad_pick: str = "middle"          # which frame of a run of pad_stride stands for it (padding_subsample)
+    # Keep a stage's inputs (Whisper: fc2's [1500, 4d] input) from the statistics pass to the advance pass of the
+    # quantized stream (faster) or rebuild them in the advance pass (one more fc1 per utterance; bounded memory).
+    keep_stage_inputs: bool = True
     threads: int = 2
     device: str = "cpu"               # where the forward passes, statistics and solves run ("cuda", "cuda:1")
     progress: bool = True
@@ -62,15 +73,21 @@ class CalibConfig:
             raise ValueError(f"encoder_frames must be one of {ENCODER_FRAMES}, got {self.encoder_frames!r}")
         if self.n_calib <= 0:
             raise ValueError(f"n_calib must be positive, got {self.n_calib}")
+        if self.pad_pick not in ("middle", "golden"):
+            raise ValueError(f"pad_pick must be 'middle' or 'golden', got {self.pad_pick!r}")
+        if self.pad_stride < 1 or self.pad_margin < 0:
+            raise ValueError(f"pad_stride must be >= 1 and pad_margin >= 0, got {self.pad_stride}, {self.pad_margin}")
 
 
 @dataclass
 class Timer:
     seconds: dict[str, float] = field(default_factory=Counter)
+    spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)   # for peak RSS per phase
 
     def add(self, key: str, t0: float) -> float:
         t1 = time.perf_counter()
         self.seconds[key] += t1 - t0
+        self.spans.setdefault(key, []).append((t0, t1))
         return t1
 
 
@@ -80,6 +97,7 @@ class CalibrationResult:
     layers: dict[str, dict[str, Any]]
     timing: dict[str, float]
     n_positions: dict[str, int]
+    spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def select_subset(items: Sequence, n: int, seed: int) -> list:
@@ -91,16 +109,51 @@ def select_subset(items: Sequence, n: int, seed: int) -> list:
     return [items[i] for i in idx]
 
 
-def _rows(x: torch.Tensor, sample: CalibSample, domain: str, cfg: CalibConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Select the positions that enter the statistics and their tail tags."""
-    if domain == FRAMES:
-        tail = sample.frame_tail
-        if cfg.encoder_frames == "speech":
-            n = sample.n_speech_frames
-            x = x[:n]
-            tail = tail[:n] if tail is not None else None
-        return x, tail
-    return x, sample.tail
+_GOLDEN = 0.6180339887498949
+
+
+def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "middle") -> list[tuple[torch.Tensor, float]]:
+    """Frames standing for the padding [first_pad, n_frames): one frame of every run of ``stride`` consecutive
+    frames, weighted by the run's length -> [(indices, weight)] (one entry per distinct weight).
+
+    Which frame of a run: ``pick="middle"`` (default) the middle one (midpoint rule); ``pick="golden"`` offset
+    ⌊frac(j·φ)·len⌋ in run j (φ = golden ratio), a low-discrepancy pick that avoids a fixed phase against the
+    sinusoidal position embeddings the padding frames carry. Measured on tiny.en (docs/methods.md §2), the
+    middle pick approximates H better at stride 4; neither is good at stride >= 8 in encoder layer 0."""
+    if first_pad >= n_frames:
+        return []
+    starts = torch.arange(first_pad, n_frames, stride)
+    lengths = (n_frames - starts).clamp(max=stride)
+    if pick == "golden":
+        frac = torch.remainder(torch.arange(starts.numel(), dtype=torch.float64) * _GOLDEN, 1.0)
+        offsets = torch.minimum((frac * lengths).long(), lengths - 1)
+    elif pick == "middle":
+        offsets = lengths // 2
+    else:
+        raise ValueError(f"pick must be 'golden' or 'middle', got {pick!r}")
+    out = []
+    for w in sorted(set(lengths.tolist()), reverse=True):
+        sel = lengths == w
+        out.append((starts[sel] + offsets[sel], float(w)))
+    return out
+
+
+def _select_rows(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample, domain: str, cfg: CalibConfig):
+    """The positions that enter the statistics -> (rows, FP rows, tail tags, weights or None = all 1)."""
+    if domain != FRAMES:
+        return x, x_fp, sample.tail, None
+    tail = sample.frame_tail
+    if cfg.encoder_frames == "all" or (cfg.encoder_frames == "sampled" and cfg.pad_stride == 1):
+        return x, x_fp, tail, None
+    n_speech = sample.n_speech_frames
+    if cfg.encoder_frames == "speech":
+        return x[:n_speech], x_fp[:n_speech] if x_fp is not None else None, \
+            tail[:n_speech] if tail is not None else None, None
+    exact = min(x.shape[0], n_speech + cfg.pad_margin)
+    parts = padding_subsample(x.shape[0], exact, cfg.pad_stride, cfg.pad_pick)
+    idx = torch.cat([torch.arange(exact)] + [i for i, _ in parts]).to(x.device)
+    weights = torch.cat([torch.ones(exact)] + [torch.full((i.numel(),), w) for i, w in parts]).to(x.device)
+    return x[idx], x_fp[idx] if x_fp is not None else None, tail[idx] if tail is not None else None, weights
 
 
 def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
@@ -161,9 +214,10 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
             for si, stage in enumerate(block.stages):
                 bar.set_postfix_str(f"{block.name.split('model.')[-1]} {stage.name}")
                 need = [g for g in stage.groups if g.key not in stats_cache]
+                fp_advanced = False
                 if need:
-                    _accumulate(adapter, model_q, model_fp if track_fp else None, block, si, need, samples,
-                                states_q, states_fp, stats_cache, cfg, timer)
+                    fp_advanced = _accumulate(adapter, model_q, model_fp if track_fp else None, block, si, need,
+                                              samples, states_q, states_fp, stats_cache, cfg, timer)
                 for g in stage.groups:
                     stats = stats_cache[g.key]
                     n_positions[g.key] = stats.n_common + stats.n_tail
@@ -185,12 +239,13 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 t0 = time.perf_counter()
                 for i, s in enumerate(samples):
                     states_q[i] = adapter.advance(model_q, block, si, states_q[i], s)
-                    if track_fp:
+                    if track_fp and not fp_advanced:
                         states_fp[i] = adapter.advance(model_fp, block, si, states_fp[i], s)
+                release_free_memory()
                 timer.add("forward", t0)
             log.debug("%s quantized (%.1f s elapsed; %s)", block.name, time.perf_counter() - t_run,
                       ", ".join(f"{k} {v:.1f}s" for k, v in timer.seconds.items()))
-    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
+    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions, timer.spans)
 
 
 def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibConfig) -> QuantMethod:
@@ -206,26 +261,38 @@ def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibCon
     return method
 
 
-def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg, timer):
+def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg,
+                timer) -> bool:
+    """Statistics of ``groups`` over all utterances. The FP stream's weights never change, so each utterance's
+    FP state is advanced past the stage right after its inputs are used (same operations, same values as
+    advancing it after the solve) and nothing of it (e.g. fc2's [frames, 4d] input) is kept across
+    utterances. Returns whether the FP stream was advanced."""
     keys = {g.key for g in groups}
     accs: dict[str, StatsAccumulator] = {}
     for i, s in enumerate(samples):
         t0 = time.perf_counter()
         xq = adapter.stage_inputs(model_q, block, si, states_q[i], s, keys)
+        if not cfg.keep_stage_inputs:
+            for key in adapter.recomputable_state:
+                states_q[i].pop(key, None)
         xfp = adapter.stage_inputs(model_fp, block, si, states_fp[i], s, keys) if model_fp is not None else None
         t0 = timer.add("forward", t0)
         for g in groups:
-            x, tail = _rows(xq[g.key], s, g.domain, cfg)
-            x_fp = _rows(xfp[g.key], s, g.domain, cfg)[0] if xfp is not None else None
             if g.key not in accs:
-                accs[g.key] = StatsAccumulator(x.shape[-1], track_delta=model_fp is not None, device=x.device)
+                accs[g.key] = StatsAccumulator(xq[g.key].shape[-1], track_delta=model_fp is not None,
+                                               device=xq[g.key].device)
             try:
-                accs[g.key].add(x, x_fp, tail)
+                accs[g.key].add(*_select_rows(xq[g.key], xfp[g.key] if xfp is not None else None, s, g.domain, cfg))
             except ValueError as e:
                 raise ValueError(f"{', '.join(g.weights)}: {e} (utterance {s.id})") from None
-        timer.add("stats", t0)
+        t0 = timer.add("stats", t0)
+        if model_fp is not None:
+            del xfp
+            states_fp[i] = adapter.advance(model_fp, block, si, states_fp[i], s)
+            timer.add("forward", t0)
     for k, acc in accs.items():
         stats_cache[k] = acc.finalize()
+    return model_fp is not None
 
 
 def _check_result(name: str, W: torch.Tensor, r: LinearResult, fmt: QuantFormat) -> None:

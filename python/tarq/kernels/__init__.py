@@ -18,7 +18,7 @@ from . import reference as _reference
 from .types import CholeskyResult, NonPDHessianError, SweepResult
 
 __all__ = ["cholesky_inverse_upper", "gptq_sweep", "gptq_sweep_batched", "quantize_rtn", "backend_name",
-           "NonPDHessianError", "CholeskyResult", "SweepResult"]
+           "native_info", "set_num_threads", "NonPDHessianError", "CholeskyResult", "SweepResult"]
 
 _log = logging.getLogger(__name__)
 _native: ModuleType | None = None
@@ -60,6 +60,26 @@ def backend_name() -> str:
     if b is _reference:
         return "reference"
     return "native+cuda" if b.HAS_CUDA else "native"
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for everything tarq computes: torch's intra-op pool and tarq._C's OpenMP pool (the native
+    solver and the statistics' rank-k updates). BLAS calls run single-threaded inside that pool."""
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    native = _load_native()
+    if native is not None:
+        native._C.set_num_threads(n)
+
+
+def native_info() -> dict:
+    """What the native kernels run on, for reports: ISA, BLAS library, thread count (None without _C)."""
+    native = _load_native()
+    if native is None:
+        return {"native_isa": None, "native_blas": None, "native_threads": None}
+    C = native._C
+    return {"native_isa": C.isa(), "native_blas": C.blas() if hasattr(C, "blas") else "built-in",
+            "native_threads": C.max_threads()}
 
 
 def cholesky_inverse_upper(H: torch.Tensor, damp_frac: float = 0.01, max_tries: int = 8) -> CholeskyResult:

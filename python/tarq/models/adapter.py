@@ -63,6 +63,9 @@ class CalibSample:
 
 class ModelAdapter(ABC):
     family: str = ""
+    #: state entries that ``stage_inputs`` leaves for ``advance`` only to save recomputing them (Whisper: fc2's
+    #: input); ``advance`` rebuilds any that are missing, so the pipeline may drop them to bound memory.
+    recomputable_state: tuple[str, ...] = ()
 
     @abstractmethod
     def blocks(self, model: torch.nn.Module) -> list[Block]:

@@ -35,6 +35,7 @@ def _w(prefix: str, *names: str) -> tuple[str, ...]:
 
 class WhisperAdapter(ModelAdapter):
     family = "whisper"
+    recomputable_state = ("fc2_in",)
 
     # ---------------------------------------------------------------- structure
     def blocks(self, model) -> list[Block]:
