@@ -14,7 +14,8 @@ from ..formats import QuantFormat
 from ..methods.base import QuantMethod
 from ..models.adapter import CalibSample, ModelAdapter, get_adapter
 from .memory import RssSampler, peak_rss_mb
-from .pipeline import CalibConfig, calib_config_dict, run_calibration, select_subset
+from .pipeline import CalibConfig, apply_method_overrides, calib_config_dict, run_calibration
+from .selection import select_calibration
 from .type_policy import TypePolicy, as_policy
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ def _versions(device: torch.device) -> dict[str, str]:
 
 
 def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePolicy, utterances: Sequence, out_dir,
-                          cfg: CalibConfig | None = None, calib_name: str | None = None) -> Path:
+                          cfg: CalibConfig | None = None, calib_name: str | None = None,
+                          calib_origin: Sequence[str] | None = None) -> Path:
     """Quantize ``loaded`` (a tarq LoadedModel) and write the quantized-model directory ``out_dir``.
 
     ``fmt``: one lattice for every weight, or a ``TypePolicy`` (per-name overrides, e.g. a Q8_0 audio tower)."""
@@ -103,6 +105,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
     set_num_threads(max(1, int(cfg.threads)))   # torch's pool and tarq._C's OpenMP pool
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
+    cfg = apply_method_overrides(cfg, method)
     adapter = get_adapter(getattr(loaded, "family", "whisper"))
     policy = as_policy(fmt)
     model = loaded.model.eval()
@@ -115,7 +118,8 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
     if method.needs_stats:
         if not utterances:
             raise ValueError(f"method {method.name!r} needs calibration data, but the calibration set is empty")
-        chosen = select_subset(utterances, cfg.n_calib, cfg.seed)
+        chosen = select_calibration(utterances, cfg.n_calib, cfg.seed, cfg.calib_select, calib_origin,
+                                    cfg.zipf_threshold)
         samples, calib_info = prepare_samples(loaded, adapter, chosen, cfg)
     t_prep = time.perf_counter() - t0
 
@@ -146,6 +150,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
         "timing_s": timing,
         "memory": {"peak_rss_mb": peak_rss_mb(), "peak_rss_mb_by_phase": rss.peaks(result.spans)},
         "tied_parameters": tied,
+        **({"analysis": result.analysis} if result.analysis else {}),
         "layers": result.layers,
     }
     meta = {"method": method.name, "source_model": getattr(loaded, "name", None),

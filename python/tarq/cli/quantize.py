@@ -5,9 +5,12 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
+from ..calib.selection import STRATEGIES
+
 log = logging.getLogger(__name__)
 
-METHOD_CHOICES = ("rtn", "gptq", "rarebal", "tarq", "qep")
+METHOD_CHOICES = ("rtn", "gptq", "rarebal", "tarq", "qep", "fisher", "fade")
 
 
 def register(subparsers) -> None:
@@ -24,7 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--audio-tower-type", default=None, metavar="TYPE",
                    help="quantize the model's audio encoder (and projector) onto TYPE, e.g. q8_0 as CrispASR's own "
                         "quantizer keeps Qwen3-ASR's audio tower")
-    p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
+    p.add_argument("--calib", type=Path, action="append", default=[],
+                   help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder; repeat to mix sets "
+                        "(their concatenation)")
+    p.add_argument("--calib-select", choices=STRATEGIES, default="random",
+                   help="which --n-calib utterances: seeded random (default), or the TARQ paper's rare-biased pools "
+                        "r-top / r-mix / r-cross (top rare-word density; half top, half random; top per source)")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
     p.add_argument("--seed", type=int, default=0)
@@ -50,6 +58,21 @@ def register(subparsers) -> None:
                         "statistics (default) or whisper.cpp's RTN")
     p.add_argument("--embed-damp", type=float, default=1.0,
                    help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
+    p.add_argument("--embedding-order", choices=("last", "first"), default="last",
+                   help="quantize the tied embedding after every Linear (last) or before the decoder, so the "
+                        "decoder's statistics see the quantized input lookup (first)")
+    a = p.add_argument_group("FP analysis pass (docs/methods.md: loss sensitivity, encoder-frame tags)")
+    a.add_argument("--sensitivity", choices=SENSITIVITY, default="none",
+                   help="weight each position's statistics by the loss gradient at the layer's output (fisher)")
+    a.add_argument("--sensitivity-labels", choices=SENSITIVITY_LABELS, default="sampled",
+                   help="labels of the loss: sampled from the FP model (Fisher, default) or the transcript")
+    a.add_argument("--sensitivity-mix", type=float, default=1.0, metavar="BETA",
+                   help="w = (1 - BETA) + BETA * s / mean(s) (1: pure sensitivity weights, 0: none)")
+    a.add_argument("--frame-tags", choices=FRAME_TAGS, default="none",
+                   help="tag encoder frames that tail decoder positions attend to (alignment heads) as tail rows")
+    a.add_argument("--frame-dilation", type=int, default=3, help="frames added on each side of a tagged peak")
+    a.add_argument("--alpha-rule", choices=("closed-form", "fade"), default=None,
+                   help="tarq: the residual's α by eq. 12 (closed-form) or per layer by FADE's scores (fade)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu",
                    help="where the calibration forward, statistics and solves run: cpu (default), cuda, cuda:N")
@@ -79,18 +102,24 @@ def run(args: argparse.Namespace) -> int:
     fmt = get_format(args.format, args.group_size)
     overrides = _overrides(args)
     TypePolicy.build(fmt, {**overrides, **({"": args.audio_tower_type} if args.audio_tower_type else {})})  # validate
-    method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha)
-    utterances = []
+    extra = {"alpha_rule": args.alpha_rule} if args.alpha_rule else {}
+    method = get_method(args.method, damp=args.damp, cost_ratio=args.cost_ratio, qep_alpha=args.qep_alpha, **extra)
+    utterances, origin = [], None
     if method.needs_stats:
-        if args.calib is None:
+        if not args.calib:
             raise ValueError(f"--method {args.method} needs calibration data: pass --calib DATA")
-        if not args.calib.exists():
-            raise FileNotFoundError(f"{args.calib}: calibration set not found")
+        from ..calib.selection import combine_sources
         from ..data import load_dataset
 
-        utterances = load_dataset(args.calib)
-        if not utterances:
-            raise ValueError(f"{args.calib}: no utterances found")
+        sources = []
+        for path in args.calib:
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: calibration set not found")
+            utts = load_dataset(path)
+            if not utts:
+                raise ValueError(f"{path}: no utterances found")
+            sources.append(((path.name if path.is_dir() else path.parent.name) or str(path), utts))
+        utterances, origin = combine_sources(sources)
     from ..models import load_model
 
     loaded = load_model(args.model)
@@ -103,8 +132,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, **frames, threads=args.threads, keep_stage_inputs=not args.low_memory,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
-                      progress=not args.no_progress)
+                      embedding_order=args.embedding_order, calib_select=args.calib_select,
+                      sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
+                      sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
+                      frame_dilation=args.frame_dilation, progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, policy, utterances, args.out, cfg,
-                                calib_name=str(args.calib) if args.calib else None)
+                                calib_name=",".join(str(c) for c in args.calib) if args.calib else None,
+                                calib_origin=origin)
     print(out)
     return 0

@@ -119,3 +119,71 @@ def fade_alpha(score: float, alpha0: float, alpha_min: float = 0.0, alpha_max: f
         raise ValueError(f"qep_alpha {alpha0} must lie strictly inside [{alpha_min}, {alpha_max}]")
     z = math.log(a0 / (1 - a0)) + score
     return alpha_min + (alpha_max - alpha_min) / (1.0 + math.exp(-z))
+
+
+class LayerAlphas:
+    """FADE's per-layer α: V_int over every quantized Linear (set once by ``prepare``), R_calib per group."""
+
+    def __init__(self, alpha0: float, alpha_min: float, alpha_max: float, use_vulnerability: bool,
+                 use_reliability: bool):
+        fade_alpha(0.0, alpha0, alpha_min, alpha_max)   # validates the range
+        self.alpha0, self.alpha_min, self.alpha_max = alpha0, alpha_min, alpha_max
+        self.use_vulnerability, self.use_reliability = use_vulnerability, use_reliability
+        self.v_int: dict[str, float] = {}
+        self.gain: dict[str, float] = {}
+
+    def prepare(self, model: torch.nn.Module, weight_names: list[str]) -> None:
+        self.gain = {n: stable_rank_gain(model.get_parameter(n)) for n in weight_names}
+        self.v_int = robust_z(self.gain)
+
+    def alpha(self, name: str, W: torch.Tensor, stats, damp: float) -> tuple[float, dict]:
+        v = self.v_int.get(name, 0.0) if self.use_vulnerability else 0.0
+        r, rho = 0.0, None
+        if self.use_reliability:
+            if not stats.folds:
+                raise ValueError(f"{name}: FADE's reliability score needs per-fold statistics")
+            r, rho = reliability(W, stats.folds, damp)
+        a = fade_alpha(v + r, self.alpha0, self.alpha_min, self.alpha_max)
+        return a, {"alpha": a, "v_int": v, "r_calib": r, "rho": rho, "stable_rank_gain": self.gain.get(name)}
+
+
+@register_method("fade")
+class FADE(QuantMethod):
+    needs_fp_stream = True
+    needs_folds = True
+
+    @dataclass
+    class Config:
+        damp: float = 0.01
+        block_size: int = 128
+        qep_alpha: float = 0.5            # α₀: the α of a layer with zero scores (QEP's perccorr)
+        alpha_min: float = 0.0
+        alpha_max: float = 1.0
+        use_vulnerability: bool = True    # V_int (ablation switch)
+        use_reliability: bool = True      # R_calib (ablation switch)
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        c = self.config
+        self.alphas = LayerAlphas(c.qep_alpha, c.alpha_min, c.alpha_max, c.use_vulnerability, c.use_reliability)
+
+    def prepare(self, model, weight_names) -> None:
+        self.alphas.prepare(model, weight_names)
+
+    def quantize_group(self, weights, stats, fmt):
+        names = list(weights)
+        for name, W in weights.items():
+            check_finite(name, W)
+        if stats.H_delta is None:
+            raise ValueError(f"{', '.join(names)}: FADE needs H_delta (FP stream) statistics")
+        chol = cholesky(stats.H, self.config.damp, names)
+        G = inverse_from_factor(chol.U)
+        targets, infos = {}, {}
+        for name in names:
+            W = weights[name].detach().float()
+            alpha, infos[name] = self.alphas.alpha(name, W, stats, self.config.damp)
+            targets[name] = W + alpha * ((W @ stats.H_delta.float()) @ G) if alpha else W
+        out = gptq_project(targets, chol, fmt, self.config.block_size)
+        for name in names:
+            out[name].info.update(infos[name])
+        return out
