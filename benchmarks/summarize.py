@@ -24,6 +24,7 @@ README = BENCH_DIR / "README.md"
 SECTIONS = {
     "accuracy": ("bench_accuracy", "bench_accuracy.json"),
     "accuracy_n128": ("bench_accuracy", "bench_accuracy_n128.json"),
+    "accuracy_full": ("bench_accuracy", "bench_accuracy_full.json"),
     "deployment": ("bench_deployment", "bench_deployment.json"),
     "deployment_gpu": ("bench_deployment", "bench_deployment_gpu.json"),
     "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),

@@ -13,6 +13,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
+import _accuracy_legacy  # noqa: E402
 import _common  # noqa: E402
 import bench_accuracy  # noqa: E402
 import bench_deployment  # noqa: E402
@@ -41,8 +42,13 @@ def test_bad_arguments_are_rejected(script):
 
 
 def test_argument_lists_are_split():
-    a = bench_accuracy.parse_args(["--models", "tiny.en,base", "--methods", "gptq,tarq", "--limit", "7"])
-    assert a.models == ["tiny.en", "base"] and a.methods == ["gptq", "tarq"] and a.limit == 7
+    a = bench_accuracy.parse_args(["--models", "tiny.en,base", "--methods", "fp16,ggml,gptq,tarq", "--limit", "7"])
+    assert a.models == ["tiny.en", "base"] and a.methods == ["ggml", "gptq", "tarq"] and a.limit == 7
+    spec = bench_accuracy.build_spec(a, check_data=False)
+    assert spec.baselines == ["gptq", "ggml"] and [d.limit for d in spec.data] == [7] * 5
+    assert [d.name for d in spec.data] == list(bench_accuracy.EVAL_SETS) and spec.n_calib == 32
+    full = bench_accuracy.build_spec(bench_accuracy.parse_args(["--full"]), check_data=False)
+    assert all(d.limit is None for d in full.data) and full.name == "accuracy-full"
     with pytest.raises(SystemExit):
         bench_accuracy.parse_args(["--methods", "gptq,awq"])
     d = bench_deployment.parse_args(["--seconds", "11,30", "--threads", "1,2"])
@@ -202,7 +208,7 @@ def test_accuracy_rescore_recomputes_scores_from_stored_hypotheses():
                   "gptq": system("GPTQ", ["the cat sat on a mat", "Katharine walked slowly upstairs",
                                           "press the pound key"]),
                   "tarq": system("TARQ", refs)}}}}}
-    out = bench_accuracy.rescore(result, n_boot=50, seed=0)
+    out = _accuracy_legacy.rescore(result, n_boot=50, seed=0)
     sys_ = out["models"]["tiny.en"]["systems"]["whisper.cpp"]
     gptq = sys_["gptq"]["result"]["datasets"][0]["scores"]
     assert gptq["errors"] == 2 and gptq["n_words"] == 14

@@ -85,7 +85,7 @@ def test_cli_rescore_compare_and_plot(tmp_path, capsys, monkeypatch):
     assert _cli(["eval", "--rescore", str(bad), "--json", str(out), "--compare", str(good),
                  "--bootstrap", "200"]) == 0
     text = capsys.readouterr().out
-    assert "setA" in text and "mean" in text and "paired bootstrap" in text and "rare_wer" in text
+    assert "setA" in text and "mean" in text and "paired bootstrap" in text and "rare-WER" in text
     assert load_result(out).datasets[0].scores == load_result(bad).datasets[0].scores
     pytest.importorskip("matplotlib")
     png = tmp_path / "bars.png"
@@ -93,6 +93,49 @@ def test_cli_rescore_compare_and_plot(tmp_path, capsys, monkeypatch):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _cli(["plot", str(good), "--out", str(png), "--dataset", "nope"]) == 1
     assert "no dataset 'nope'" in capsys.readouterr().err
+
+
+DAMAGE_FIELDS = {"lost", "gained", "lost_rare", "gained_rare", "lost_common", "gained_common", "lost_numeral",
+                 "gained_numeral", "extra_insertions", "net_rate", "net_rate_ci", "net_rare_rate", "net_rare_rate_ci"}
+
+
+def test_cli_reference_writes_damage_and_compares_damage(tmp_path, capsys):
+    ref, good, bad = tmp_path / "f16.json", tmp_path / "good.json", tmp_path / "bad.json"
+    save_result(_result("F16", GOOD), ref)
+    save_result(_result("good", GOOD), good)
+    save_result(_result("bad", BAD), bad)
+    out = tmp_path / "bad-damage.json"
+    assert _cli(["eval", "--rescore", str(bad), "--reference", str(ref), "--json", str(out), "--compare", str(good),
+                 "--bootstrap", "200"]) == 0
+    text = capsys.readouterr().out
+    assert "Damage of bad" in text and "against F16" in text and "rare dmg" in text
+    data = json.loads(out.read_text())
+    a = data["datasets"][0]
+    assert set(a["damage"]) == DAMAGE_FIELDS
+    # setA: "zyxel" and "1947" lost (rare, numeral), "the big key" adds one word, "zy xel" one more
+    assert (a["damage"]["lost"], a["damage"]["lost_rare"], a["damage"]["lost_numeral"],
+            a["damage"]["extra_insertions"]) == (2, 1, 1, 2)
+    assert a["damage"]["net_rate"] == pytest.approx(4 / 9) and len(a["damage"]["net_rate_ci"]) == 2
+    assert a["damage_detail"]["resolvable_net_rate"] >= 0 and a["failures"]["new_loops"] == 0
+    assert data["reference"]["label"] == "F16" and set(data["pooled"]["damage"]) == DAMAGE_FIELDS
+    # the stored damage survives a plain load (no reference given) and is written back unchanged
+    back = load_result(out)
+    assert back.damage_blocks()[1]["damage"] == data["pooled"]["damage"]
+    # plots lead with damage when every result has a reference
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "damage.png"
+    assert _cli(["plot", str(out), str(out), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from tarq.cli.plot import collect
+    labels, values, errors = collect([back], ["damage", "rare_damage", "wer"], "mean")
+    assert values[0][0] == pytest.approx(100 * data["pooled"]["damage"]["net_rate"]) and errors[0][2] is None
+    assert _cli(["plot", str(good), "--out", str(png), "--metrics", "damage"]) == 1
+    assert "has no damage" in capsys.readouterr().err
+    # a reference that lacks utterances is a one-line error
+    short = tmp_path / "short.json"
+    save_result(_result("F16", {"setA": GOOD["setA"]}), short)
+    assert _cli(["eval", "--rescore", str(bad), "--reference", str(short)]) == 1
+    assert "has no dataset 'setB'" in capsys.readouterr().err
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
@@ -131,3 +174,13 @@ def test_runner_with_a_fake_backend(tmp_path):
     assert d.durations == pytest.approx([0.5, 1.0, 1.5])
     assert d.scores.errors == 3 and d.scores.rare_errors == 1 and d.scores.numeral_errors == 1   # rule "left"
     assert r.system["label"] == "echo"
+
+
+def test_reference_with_another_policy_is_warned_about(caplog):
+    import logging
+
+    ref = _result("F16", GOOD)
+    ref.system["policy"] = "default"
+    with caplog.at_level(logging.WARNING, logger="tarq.eval.results"):
+        _result("bad", BAD).attach_reference(ref, n_boot=20)
+    assert "decoding policy default" in caplog.text and "with decoding policy greedy" in caplog.text

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from ..formats import QuantFormat
+from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 from ..methods.base import LinearResult, QuantMethod, h_inner
 from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
@@ -45,7 +46,7 @@ class CalibConfig:
     n_calib: int = 128
     seed: int = 0
     calib_select: str = "random"      # "random" | "r-top" | "r-mix" | "r-cross" (calib/selection.py)
-    zipf_threshold: float = 3.0
+    zipf_threshold: float = DEFAULT_ZIPF_THRESHOLD   # tarq.lexicon: the scoring threshold too
     tag_by: str = "target"            # "target" | "input" (calib/rarity.py)
     # Encoder positions in the statistics (docs/methods.md §2). "sampled": every frame covering audio plus
     # pad_margin frames after it, and of the padding that fills the rest of the 30 s window one frame in every

@@ -10,12 +10,13 @@ byte-level BPE, "▁" in Metaspace BPE) opens a new word, every other token cont
   (``tokens[t+1]``), because that is the decision the calibration metric should protect.
   ``tag_by="input"`` tags it by the word of the token it reads (``tokens[t]``).
 * Special tokens (prompt, eot) and punctuation-only tokens are always *common*.
-* The word's surface form is stripped of surrounding punctuation and of a possessive "'s" before lookup
-  (wordfreq scores "Weston's" far lower than "Weston").
+* A word is rare exactly when it would be rare when scored: its surface form ("Weston's,", "colour", "Mr.")
+  goes through the same Whisper normaliser as evaluation and is rare when a normalised word it yields has
+  Zipf < k and survives normalising the whole transcript (``tarq.lexicon.rare_surface_words``, the one
+  definition shared with ``tarq.eval.metrics``; "Zyxel's," -> "zyxel is" -> rare). Same threshold constant.
 """
 from __future__ import annotations
 
-import functools
 import string
 import unicodedata
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-DEFAULT_ZIPF_THRESHOLD = 3.0
+from ..lexicon import DEFAULT_ZIPF_THRESHOLD, is_rare_text, rare_surface_words, zipf  # noqa: F401  (zipf re-exported)
 TAG_BY = ("target", "input")
 _WORD_START = ("Ġ", "▁")   # byte-level BPE (GPT-2, Qwen) and Metaspace BPE (Moonshine, Llama) word-start marks
 
@@ -33,24 +34,10 @@ def _is_punct(text: str) -> bool:
     return bool(text) and all(unicodedata.category(ch).startswith("P") or ch in string.punctuation for ch in text)
 
 
-def normalize_word(word: str) -> str:
-    w = word.strip().strip(string.punctuation + "“”‘’«»—–…")
-    for suffix in ("'s", "’s"):
-        if w.lower().endswith(suffix) and len(w) > len(suffix):
-            w = w[: -len(suffix)]
-    return w
-
-
-@functools.lru_cache(maxsize=65536)
-def zipf(word: str, lang: str = "en") -> float:
-    import wordfreq
-
-    return wordfreq.zipf_frequency(word, lang)
-
-
 def is_rare_word(word: str, threshold: float = DEFAULT_ZIPF_THRESHOLD, lang: str = "en") -> bool:
-    w = normalize_word(word)
-    return bool(w) and zipf(w, lang) < threshold
+    """A surface word on its own is rare iff a scoring word it normalises to is rare (``tarq.lexicon``).
+    Tagging a whole transcript uses ``rare_surface_words``, which also applies the normaliser in context."""
+    return is_rare_text(word, threshold, lang)
 
 
 @dataclass
@@ -93,7 +80,7 @@ def tag_positions(tokenizer, token_ids: Sequence[int], special_ids: set[int], *,
     if tag_by not in TAG_BY:
         raise ValueError(f"tag_by must be one of {TAG_BY}, got {tag_by!r}")
     tw = align_tokens_to_words(tokenizer, token_ids, special_ids)
-    rare_word = [is_rare_word(w, threshold, lang) for w in tw.words]
+    rare_word = rare_surface_words(tw.words, threshold, lang)
     token_rare = [wi >= 0 and rare_word[wi] for wi in tw.word_index]
     n = len(token_ids) - 1
     if n <= 0:

@@ -38,7 +38,8 @@ def combine_sources(sources: Sequence[tuple[str, Sequence]]) -> tuple[list, list
 
 def rare_density(text: str | None, k: float) -> float:
     """ρ = (rare words) / (words) of a transcript, with tarq's scoring normalisation and rarity rule."""
-    from ..eval.metrics import is_rare, words
+    from ..lexicon import is_rare
+    from ..eval.metrics import words
 
     w = words(text or "")
     return sum(is_rare(x, k) for x in w) / len(w) if w else 0.0

@@ -34,19 +34,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _step(title: str) -> None:
+def _step(title: str, detail: str = "") -> None:
+    """A rule with a short title (a rule cuts long titles with "..."), the details wrapped below it."""
     from rich.console import Console
-    Console(stderr=True).rule(f"[bold]{title}")
+    console = Console(stderr=True)
+    console.rule(f"[bold]{title}")
+    if detail:
+        console.print(detail, overflow="fold", markup=False)
 
 
 def run(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from ..eval import load_result, paired_bootstrap, paired_counts
+    from ..eval import load_result
     from .main import main as tarq
 
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
+    if not getattr(args, "verbose", False):   # the runtime's per-utterance log lines would bury the tables
+        import logging
+        logging.getLogger("pywhispercpp").setLevel(logging.WARNING)
     data_dir = bundled_data_dir()
     calib = args.calib or data_dir / "calib"
     data = args.data or data_dir / "eval"
@@ -62,14 +68,14 @@ def run(args) -> int:
 
     qdir = out / f"{args.model}-{args.method}-{fmt}"
     if args.force or not qdir.exists():
-        _step(f"1. quantize {args.model} with {args.method} onto {fmt} (calibration: {calib})")
+        _step(f"1. quantize {args.model} with {args.method} onto {fmt}", f"calibration data: {calib}")
         call("quantize", args.model, "--method", args.method, "--format", fmt, "--calib", calib, "--out", qdir,
              "--threads", args.threads)
 
     systems: list[tuple[str, Path]] = []
     ours = out / f"{args.model}-{args.method}-{fmt}.bin"
     if args.force or not ours.exists():
-        _step(f"2. export the solver's codes verbatim to whisper.cpp ({ours.name})")
+        _step("2. export the codes verbatim to whisper.cpp", f"writing {ours}")
         call("export", qdir, "--to", "whisper.cpp", "--out", ours)
     if not args.no_baselines:
         f16 = out / f"{args.model}-f16.bin"
@@ -78,33 +84,51 @@ def run(args) -> int:
             call("export", args.model, "--f16", "--out", f16)
         if args.force or not rtn.exists():
             call("export", args.model, "--rtn", fmt, "--out", rtn)
-        systems += [("whisper.cpp F16", f16), (f"whisper.cpp quantize {fmt} (RTN)", rtn)]
-    systems.append((f"tarq {args.method.upper()} {fmt}", ours))
+        systems += [("F16", f16), (f"whisper.cpp RTN {fmt}", rtn)]
+    systems.append((f"{args.method.upper()} {fmt} (tarq)", ours))
 
-    _step(f"3. transcribe {data} in whisper.cpp and score")
+    _step("3. transcribe in whisper.cpp and score",
+          f"data: {data}; quantized systems are scored as damage against F16" if not args.no_baselines
+          else f"data: {data}")
     results = {}
+    reference = None
     for label, path in systems:
         js = out / f"{path.stem}.eval.json"
         call("eval", path, "--backend", "whisper.cpp", "--data", data, "--json", js, "--label", label,
-             "--threads", args.threads, "--no-progress")
+             "--threads", args.threads, "--no-progress", "--quiet",
+             *(["--reference", reference] if reference is not None else []))
         results[label] = load_result(js)
+        if reference is None and not args.no_baselines:
+            reference = js          # the first system is F16: every other one is scored against it
 
-    table = Table(title=f"{args.model} on {data.name} in whisper.cpp (rare: Zipf < 3)")
-    for col in ("system", "file MB", "WER %", "rare-WER %", "common-WER %", "words", "rare words"):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    for label, path in systems:
-        s = results[label].datasets[0].scores
-        table.add_row(label, f"{path.stat().st_size / 1e6:.1f}", f"{100 * s.wer:.2f}", f"{100 * s.rare_wer:.2f}",
-                      f"{100 * s.common_wer:.2f}", str(s.n_words), str(s.n_rare))
     console = Console()
-    console.print(table)
+    console.print(summary_table(args.model, data.name, systems, results))
     if not args.no_baselines:
+        from ..eval.damage import compare_damage
+        from ..eval.report import comparison_table
+
         ours_label, rtn_label = systems[-1][0], systems[1][0]
-        names, ca, cb = paired_counts(results[ours_label], results[rtn_label])
-        for metric in ("wer", "rare_wer"):
-            r = paired_bootstrap(ca, cb, metric=metric)
-            verdict = "significant" if r.significant else "within noise on this small set"
-            console.print(f"{ours_label} - {rtn_label}, {metric}: {100 * r.diff:+.2f} pts "
-                          f"(95% CI [{100 * r.lo:+.2f}, {100 * r.hi:+.2f}], {verdict})")
+        rows = compare_damage(results[ours_label], results[rtn_label], results[systems[0][0]])
+        console.print(comparison_table(ours_label, rtn_label, [], rows, policy=results[ours_label].policy))
+        console.print("(a small bundled set: differences under the 'res.' column cannot be resolved)")
     console.print(f"done in {time.perf_counter() - t0:.0f} s; files in {out}/")
     return 0
+
+
+def summary_table(model: str, data_name: str, systems, results):
+    """One row per system, damage against F16 first; fits 80 columns."""
+    from ..eval.report import _ci, _pct, _spct, _table
+
+    first = results[systems[0][0]]
+    t = _table(f"{model} on {data_name} in whisper.cpp (policy {first.policy}); damage = words lost against F16 "
+               "net of words gained, % of reference words", ["system", "MB", "damage\n%", "95 % CI", "rare\ndmg %",
+                                                             "WER %", "rare-\nWER %"])
+    for label, path in systems:
+        r = results[label]
+        s = r.datasets[0].scores
+        per, _ = r.damage_blocks()
+        dmg = per.get(r.datasets[0].name, {}).get("damage")
+        t.add_row(label, f"{path.stat().st_size / 1e6:.1f}", _spct(dmg["net_rate"]) if dmg else "-",
+                  _ci(dmg["net_rate_ci"]) if dmg else "-", _spct(dmg["net_rare_rate"]) if dmg else "-",
+                  _pct(s.wer), _pct(s.rare_wer))
+    return t

@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "transcribe": "transcribe",
     "demo": "demo",
     "plot": "plot",
+    "grid": "grid",
 }
 
 

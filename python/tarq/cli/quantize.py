@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
 from ..calib.selection import STRATEGIES
+from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--zipf-threshold", type=float, default=3.0, help="rare word: wordfreq Zipf below this")
+    p.add_argument("--zipf-threshold", type=float, default=DEFAULT_ZIPF_THRESHOLD,
+                   help="rare word: wordfreq Zipf below this (default: the scoring threshold, tarq.lexicon)")
     p.add_argument("--tag-by", choices=("target", "input"), default="target",
                    help="tag a decoder position by the word it predicts (target) or reads (input)")
     p.add_argument("--cost-ratio", type=float, default=1.0, help="c in λ = c·tr(H_common)/tr(H_tail)")

@@ -119,7 +119,37 @@ class TorchBackend:
         self.description = {"backend": self.name, "model": getattr(model, "name", str(model)),
                             "batch_size": self.batch_size, "max_new_tokens": max_new_tokens,
                             "prompt_ids": list(self.options.prompt_ids), "threads": torch.get_num_threads(),
-                            "decoder_threads": self.options.decoder_threads}
+                            "decoder_threads": self.options.decoder_threads, "policy": "greedy"}
+        self._identity = None
+
+    def cache_identity(self) -> dict | None:
+        """Decode-cache key (tarq.eval.cache): the model directory's files, the decoding options, the dtype and
+        the tarq / torch / transformers code that turns them into text. Thread count and batch size are left
+        out: they change only float rounding, and the batch a clip shares depends on its neighbours anyway."""
+        if self._identity is None:
+            import dataclasses
+            import hashlib
+            import inspect
+
+            import torch
+            import transformers
+
+            from .cache import model_dir_sha256, source_sha256
+
+            path = (getattr(self.loaded, "source", None) or {}).get("path")
+            if not path or not os.path.isdir(path):
+                return None        # an in-memory model: nothing to hash, do not cache
+            opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.options).items()
+                    if k != "decoder_threads"}
+            self._identity = {
+                "backend": self.name, "model_sha256": model_dir_sha256(path), "policy": "greedy",
+                "options": opts, "dtype": str(next(self.loaded.model.parameters()).dtype),
+                "code": source_sha256("models", "qmodel.py", "formats.py", "ggml", "eval/decode.py",
+                                      "eval/segment.py"),
+                "backend_code": hashlib.sha256("".join(inspect.getsource(f) for f in (
+                    TorchBackend, _suppress_lists, _no_speech_id)).encode()).hexdigest(),
+                "torch": torch.__version__, "transformers": transformers.__version__}
+        return self._identity
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
         from .segment import split_long

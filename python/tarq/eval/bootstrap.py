@@ -103,3 +103,37 @@ class _quiet:
 
     def __exit__(self, *exc):
         return self._cm.__exit__(*exc)
+
+
+def ratio_bootstrap(strata: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = 1000, seed: int = 0,
+                    confidence: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """(observed, lo, hi) of the pooled ratio sum(num) / sum(den) over all strata, with a percentile CI.
+
+    ``strata`` are (num, den) per-utterance arrays, one pair per dataset; every dataset is resampled on its own
+    (utterances with replacement, ``n_boot`` times), the resampled sums are pooled over datasets. A paired
+    statistic (e.g. system minus reference) is paired because its per-utterance numerator already is the
+    difference. None where the denominator is 0 (no words of that class)."""
+    if not strata:
+        raise ValueError("ratio bootstrap: no datasets")
+    rng = np.random.default_rng(seed)
+    num_obs = den_obs = 0
+    boot_num = np.zeros(n_boot, dtype=np.float64)
+    boot_den = np.zeros(n_boot, dtype=np.float64)
+    for num, den in strata:
+        num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+        if num.shape != den.shape or num.ndim != 1:
+            raise ValueError("ratio bootstrap: numerator and denominator must be 1-D arrays of one length")
+        if len(num) == 0:
+            raise ValueError("ratio bootstrap: a dataset has no utterances")
+        num_obs += num.sum()
+        den_obs += den.sum()
+        idx = rng.integers(0, len(num), size=(n_boot, len(num)))
+        boot_num += num[idx].sum(1)
+        boot_den += den[idx].sum(1)
+    if den_obs == 0:
+        return None, None, None
+    ok = boot_den > 0
+    ratios = boot_num[ok] / boot_den[ok]
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(ratios, [tail, 100 - tail])
+    return float(num_obs / den_obs), float(lo), float(hi)

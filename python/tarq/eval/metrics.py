@@ -22,39 +22,15 @@ errors + common errors = all errors, and WER is unchanged by the convention.
 """
 from __future__ import annotations
 
-import functools
 import math
-import re
 from dataclasses import asdict, dataclass, fields
 
 import jiwer
 
-from .normalizer import normalize
-
-DEFAULT_ZIPF_THRESHOLD = 3.0
-
-# Spelled-out numbers that survive Whisper's normaliser (it keeps a lone "one" as a word, for "one of them").
-_NUMBER_WORDS = frozenset(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen"
-    " eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion".split())
-_DIGIT = re.compile(r"\d")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def zipf(word: str) -> float:
-    from wordfreq import zipf_frequency
-
-    return zipf_frequency(word, "en")
-
-
-def is_rare(word: str, k: float = DEFAULT_ZIPF_THRESHOLD) -> bool:
-    """Rare = Zipf frequency below k (3.0: rarer than once per million words). Takes a normalised word."""
-    return zipf(word) < k
-
-
-def is_numeral(word: str) -> bool:
-    """A normalised word that contains a digit ("1947", "2nd", "$5.50") or is a spelled number word."""
-    return bool(_DIGIT.search(word)) or word in _NUMBER_WORDS
+# the one definition of rare / numeral / scoring word, shared with calibration tagging (re-exported here)
+from ..lexicon import DEFAULT_ZIPF_THRESHOLD, is_numeral, is_rare, scoring_words  # noqa: F401
+from ..lexicon import NUMBER_WORDS as _NUMBER_WORDS  # noqa: F401
+from ..lexicon import zipf  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -130,9 +106,8 @@ def count_errors(ref_words: list[str], alignment, k: float = DEFAULT_ZIPF_THRESH
 
 
 def words(text: str, normalise: bool = True) -> list[str]:
-    """Scoring tokens: the normalised text split on whitespace, without tokens that have no letter or digit.
-    (Whisper's normaliser turns an ellipsis "..." into a lone "." token, which is not a word.)"""
-    return [w for w in (normalize(text) if normalise else text).split() if any(ch.isalnum() for ch in w)]
+    """Scoring tokens of ``text`` (``tarq.lexicon.scoring_words``: the one definition calibration also uses)."""
+    return scoring_words(text, normalise)
 
 
 def align_counts(refs: list[str], hyps: list[str], k: float = DEFAULT_ZIPF_THRESHOLD, normalise: bool = True,

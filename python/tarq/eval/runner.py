@@ -59,8 +59,9 @@ def decode_utterances(backend, utterances: Sequence, chunk_size: int | None = No
 
 def evaluate(backend, data: Sequence[str | Path], limit: int | None = None, k: float = DEFAULT_ZIPF_THRESHOLD,
              chunk_size: int | None = None, label: str | None = None, progress: bool = True,
-             insertion_rule: str = DEFAULT_INSERTION_RULE) -> EvalResult:
-    """Decode every dataset in ``data`` (anything ``tarq.data.load_dataset`` accepts) and score it."""
+             insertion_rule: str = DEFAULT_INSERTION_RULE, cache=None) -> EvalResult:
+    """Decode every dataset in ``data`` (anything ``tarq.data.load_dataset`` accepts) and score it.
+    ``cache``: a ``tarq.eval.cache.DecodeCache``; only utterances it lacks are decoded (None: decode all)."""
     from tarq.data import load_dataset
 
     results = []
@@ -76,10 +77,16 @@ def evaluate(backend, data: Sequence[str | Path], limit: int | None = None, k: f
             raise ValueError(f"{path}: {len(missing)} utterance(s) have no reference transcript (e.g. {missing[0]})")
         if not utts:
             raise ValueError(f"{path}: dataset is empty")
-        hyps, secs, audio_secs = decode_utterances(backend, utts, chunk_size, progress, desc=name)
+        if cache is None:
+            hyps, secs, audio_secs = decode_utterances(backend, utts, chunk_size, progress, desc=name)
+            hits = None
+        else:
+            from .cache import decode_with_cache
+            hyps, secs, audio_secs, hits = decode_with_cache(backend, utts, cache, chunk_size=chunk_size,
+                                                             progress=progress, desc=name)
         res = DatasetResult(name=name, path=str(path), ids=[u.id for u in utts], refs=[u.text for u in utts],
                             hyps=hyps, durations=audio_secs, seconds=secs, k=k,
-                            insertion_rule=insertion_rule)
+                            insertion_rule=insertion_rule, cache_hits=hits)
         log.info("%s: WER %.2f %% on %d utterances (%.1f s decoding)", name, 100 * res.scores.wer, len(utts),
                  res.decode_seconds or 0.0)
         results.append(res)
