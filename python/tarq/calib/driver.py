@@ -14,7 +14,8 @@ from ..ggml import TypePlan
 from ..methods.base import QuantMethod
 from ..models.adapter import CalibSample, ModelAdapter, get_adapter
 from .memory import RssSampler, peak_rss_mb
-from .pipeline import CalibConfig, calib_config_dict, plan_lattices, run_calibration, select_subset
+from .pipeline import CalibConfig, apply_method_overrides, calib_config_dict, plan_lattices, run_calibration
+from .selection import select_calibration
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,11 @@ def _versions(device: torch.device) -> dict[str, str]:
 
 
 def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utterances: Sequence, out_dir,
-                          cfg: CalibConfig | None = None, calib_name: str | None = None) -> Path:
-    """Quantize ``loaded`` (a tarq LoadedModel) onto ``plan``'s types and write the quantized-model directory."""
+                          cfg: CalibConfig | None = None, calib_name: str | None = None,
+                          calib_origin: Sequence[str] | None = None) -> Path:
+    """Quantize ``loaded`` (a tarq LoadedModel) onto ``plan``'s types and write the quantized-model directory.
+
+    ``calib_origin``: the source (``--calib`` set) of each utterance, for the per-source selection strategies."""
     from ..qmodel import QuantizedTensor, save_quantized_model
 
     cfg = cfg or CalibConfig()
@@ -146,6 +150,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
     threads = set_threads(cfg.threads)   # torch pools and the native kernels' OpenMP pool
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
+    cfg = apply_method_overrides(cfg, method)
     adapter = get_adapter(getattr(loaded, "family", "whisper"))
     model = loaded.model.eval()
     plan_lattices(model, adapter, plan)   # a type that does not fit fails here, before any audio is read
@@ -158,7 +163,8 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
     if method.needs_stats:
         if not utterances:
             raise ValueError(f"method {method.name!r} needs calibration data, but the calibration set is empty")
-        chosen = select_subset(utterances, cfg.n_calib, cfg.seed)
+        chosen = select_calibration(utterances, cfg.n_calib, cfg.seed, cfg.calib_select, calib_origin,
+                                    cfg.zipf_threshold)
         samples, calib_info = prepare_samples(loaded, adapter, chosen, cfg)
     t_prep = time.perf_counter() - t0
 
@@ -189,6 +195,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
         "timing_s": timing,
         "memory": {"peak_rss_mb": peak_rss_mb(), "peak_rss_mb_by_phase": rss.peaks(result.spans)},
         "tied_parameters": tied,
+        **({"analysis": result.analysis} if result.analysis else {}),
         "layers": result.layers,
     }
     meta = {"method": method.name, "source_model": getattr(loaded, "name", None), "format": plan.default.name,

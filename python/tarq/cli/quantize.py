@@ -5,12 +5,14 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
+from ..calib.selection import STRATEGIES
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 
 log = logging.getLogger(__name__)
 
 # method options: CLI flag -> the methods' Config field (a flag given for a method without that field is an error)
-METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha"}
+METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha", "alpha_rule": "alpha_rule"}
 
 
 def register(subparsers) -> None:
@@ -38,7 +40,12 @@ def register(subparsers) -> None:
                    help="how the solver fits each group's scales from the current weights: ggml's own search "
                         "(plain), its importance-weighted search with diag(H) as importance (weighted), or auto "
                         "(weighted, except plain for q4_0 so its codes match earlier releases)")
-    p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
+    p.add_argument("--calib", type=Path, action="append", default=[],
+                   help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder; repeat to mix sets "
+                        "(their concatenation)")
+    p.add_argument("--calib-select", choices=STRATEGIES, default="random",
+                   help="which --n-calib utterances: seeded random (default), or the TARQ paper's rare-biased pools "
+                        "r-top / r-mix / r-cross (top rare-word density; half top, half random; top per source)")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
     p.add_argument("--seed", type=int, default=0)
@@ -67,6 +74,21 @@ def register(subparsers) -> None:
                         "statistics (default) or whisper.cpp's RTN")
     p.add_argument("--embed-damp", type=float, default=1.0,
                    help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
+    p.add_argument("--embedding-order", choices=("last", "first"), default="last",
+                   help="quantize the tied embedding after every Linear (last) or before the decoder, so the "
+                        "decoder's statistics see the quantized input lookup (first)")
+    a = p.add_argument_group("FP analysis pass (docs/methods.md: loss sensitivity, encoder-frame tags)")
+    a.add_argument("--sensitivity", choices=SENSITIVITY, default="none",
+                   help="weight each position's statistics by the loss gradient at the layer's output (fisher)")
+    a.add_argument("--sensitivity-labels", choices=SENSITIVITY_LABELS, default="sampled",
+                   help="labels of the loss: sampled from the FP model (Fisher, default) or the transcript")
+    a.add_argument("--sensitivity-mix", type=float, default=1.0, metavar="BETA",
+                   help="w = (1 - BETA) + BETA * s / mean(s) (1: pure sensitivity weights, 0: none)")
+    a.add_argument("--frame-tags", choices=FRAME_TAGS, default="none",
+                   help="tag encoder frames that tail decoder positions attend to (alignment heads) as tail rows")
+    a.add_argument("--frame-dilation", type=int, default=3, help="frames added on each side of a tagged peak")
+    a.add_argument("--alpha-rule", choices=("closed-form", "fade"), default=None,
+                   help="tarq: the residual's α by eq. 12 (closed-form) or per layer by FADE's scores (fade)")
     p.add_argument("--threads", type=int, default=2,
                    help="CPU threads for every pool (PyTorch, native kernels; default 2)")
     p.add_argument("--device", default="cpu",
@@ -109,17 +131,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)} does not apply to "
                          f"--method {args.method}")
     method = get_method(args.method, **given)
-    utterances = []
+    utterances, origin = [], None
     if method.needs_stats:
-        if args.calib is None:
+        if not args.calib:
             raise ValueError(f"--method {args.method} needs calibration data: pass --calib DATA")
-        if not args.calib.exists():
-            raise FileNotFoundError(f"{args.calib}: calibration set not found")
+        from ..calib.selection import combine_sources
         from ..data import load_dataset
 
-        utterances = load_dataset(args.calib)
-        if not utterances:
-            raise ValueError(f"{args.calib}: no utterances found")
+        sources = []
+        for path in args.calib:
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: calibration set not found")
+            utts = load_dataset(path)
+            if not utts:
+                raise ValueError(f"{path}: no utterances found")
+            sources.append(((path.name if path.is_dir() else path.parent.name) or str(path), utts))
+        utterances, origin = combine_sources(sources)
     from ..models import load_model
 
     loaded = load_model(args.model)
@@ -132,8 +159,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, **frames, threads=args.threads, keep_stage_inputs=not args.low_memory,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
-                      progress=not args.no_progress)
+                      embedding_order=args.embedding_order, calib_select=args.calib_select,
+                      sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
+                      sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
+                      frame_dilation=args.frame_dilation, progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
-                                calib_name=str(args.calib) if args.calib else None)
+                                calib_name=",".join(str(c) for c in args.calib) if args.calib else None,
+                                calib_origin=origin)
     print(out)
     return 0

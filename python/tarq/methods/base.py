@@ -39,6 +39,10 @@ class QuantMethod:
     name: ClassVar[str] = ""
     needs_fp_stream: ClassVar[bool] = False   # True when it uses H_Δ (FP vs partly quantized inputs)
     needs_stats: ClassVar[bool] = True        # False for data-free methods (rtn)
+    needs_folds: ClassVar[bool] = False       # True when it cross-fits over two calibration folds (fade)
+    # Calibration settings that are part of the method's definition (e.g. `fisher` = GPTQ under loss-sensitivity
+    # weights); the pipeline applies them and refuses a contradicting explicit setting.
+    calib_overrides: ClassVar[dict[str, Any]] = {}
 
     @dataclass
     class Config:
