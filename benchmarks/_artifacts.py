@@ -35,7 +35,7 @@ def config_key(**config) -> str:
 # Sources whose change can change an artifact's bytes. Their hash is stored with each artifact; a cache hit built
 # from different sources is used (so a re-run stays cheap) but flagged ``stale_code`` in the build record and the
 # results, and a warning is printed: re-run with --rebuild before publishing numbers.
-_ARTIFACT_SOURCES = ("calib", "methods", "kernels", "models", "export", "data", "formats.py", "qmodel.py")
+_ARTIFACT_SOURCES = ("calib", "methods", "kernels", "models", "export", "data", "ggml", "qmodel.py")
 _NOT_ARTIFACT_SOURCES = ("integrity.py",)   # export/integrity.py checksums files, it does not change their bytes
 
 

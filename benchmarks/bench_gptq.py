@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tarq.formats import get_format
+from tarq.ggml import make_lattice
 from tarq.kernels import reference as ref
 
 MODELS = {"tiny": (384, 1536), "base": (512, 2048), "small": (768, 3072), "large-v3": (1280, 5120)}
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     ref_reps = args.ref_reps or (3 if args.full else 1)
     chol_max_n = 10**9   # every size, n = 5120 included (the acceptance is >= 3x on every Cholesky size)
     thread_counts = [int(t) for t in args.thread_counts.split(",") if t]
-    fmt = get_format("q4_0", 32)
+    fmt = make_lattice("q4_0", 32)
     info = machine_info(args.threads)
     rows, chol_rows = [], []
     factors: dict[int, torch.Tensor] = {}
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
             same = float((a.codes == b.codes).float().mean())
             rows.append({"model": model, "out": m, "in": n, "native_s": t_nat, "reference_s": t_ref,
                          "speedup": t_ref / t_nat, "codes_equal_fraction": same,
-                         "codes_identical": bool(same == 1.0 and torch.equal(a.scales, b.scales)),
+                         "codes_identical": bool(same == 1.0 and torch.equal(a.params, b.params)),
                          "native_s_by_threads": by_threads})
             print(f"sweep {model} [{m}x{n}]: native {t_nat:.3f}s reference {t_ref:.3f}s x{t_ref / t_nat:.1f} "
                   f"codes equal {same:.6f}; native by threads " +

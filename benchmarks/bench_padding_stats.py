@@ -36,7 +36,7 @@ def run(args) -> dict:
     from tarq.calib.driver import prepare_samples
     from tarq.calib.stats import StatsAccumulator
     from tarq.data import load_dataset
-    from tarq.formats import get_format
+    from tarq.ggml import make_lattice
     from tarq.kernels import cholesky_inverse_upper, gptq_sweep_batched, set_num_threads
     from tarq.methods.base import h_inner
     from tarq.models import load_model
@@ -49,7 +49,7 @@ def run(args) -> dict:
     adapter = get_adapter("whisper")
     utts = select_subset(load_dataset(resolve_data_root(args.data_root) / CALIB_SET), args.n_utts, args.seed)
     samples, info = prepare_samples(loaded, adapter, utts, CalibConfig(n_calib=args.n_utts, progress=False))
-    fmt = get_format("q4_0", 32)
+    fmt = make_lattice("q4_0", 32)
     cfgs = {"all": CalibConfig(encoder_frames="all")}
     cfgs.update({f"{pick[0]}{k}": CalibConfig(encoder_frames="sampled", pad_stride=k, pad_margin=args.margin,
                                               pad_pick=pick)

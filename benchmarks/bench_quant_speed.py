@@ -74,17 +74,19 @@ def codes_agreement(dir_a: Path, dir_b: Path) -> dict:
         qb = b.quantized.get(name)
         if qb is None:
             continue
-        eq = int((qa.codes == qb.codes).sum())
+        ca, cb = qa.codes(), qb.codes()
+        eq = int((ca == cb).sum())
         same += eq
-        total += qa.codes.numel()
-        tensors_identical += int(eq == qa.codes.numel() and bool((qa.scales == qb.scales).all()))
+        total += ca.size
+        tensors_identical += int(qa.qtype is qb.qtype and bool((qa.data == qb.data).all()))
     return {"codes_equal_fraction": same / total if total else None, "tensors": len(a.quantized),
             "tensors_identical": tensors_identical}
 
 
 def quantize_once(model: str, method: str, calib: Path, n_calib: int, threads: int, backend: str,
-                  out_dir: Path, device: str | None, timeout: float, encoder_frames: str | None = None) -> dict:
-    cmd = tarq_cli("quantize", model, "--method", method, "--format", "q4_0", "--calib", str(calib),
+                  out_dir: Path, device: str | None, timeout: float, encoder_frames: str | None = None,
+                  fmt: str = "q4_0") -> dict:
+    cmd = tarq_cli("quantize", model, "--method", method, "--format", fmt, "--calib", str(calib),
                    "--n-calib", str(n_calib), "--threads", str(threads), "--out", str(out_dir))
     if device:
         cmd += ["--device", device]
@@ -104,6 +106,18 @@ def quantize_once(model: str, method: str, calib: Path, n_calib: int, threads: i
             "timing_raw": report.get("timing")}
 
 
+_WIDTHS = {"tiny.en": 384, "tiny": 384, "base.en": 512, "base": 512, "small": 768, "medium": 1024}
+
+
+def _fits(model: str, fmt: str) -> bool:
+    """Whether every Linear of a known Whisper size tiles the type's blocks (unknown models: try and see)."""
+    ensure_tarq_importable()
+    from tarq.ggml import get_type
+
+    width = _WIDTHS.get(model)
+    return width is None or get_type(fmt).fits(width)
+
+
 def quantize_supports_device() -> bool:
     """Whether ``tarq quantize`` takes --device (needed to put the calibration on a GPU)."""
     res = run_measured(tarq_cli("quantize", "--help"), env=bench_env(), timeout=120)
@@ -119,7 +133,10 @@ def run(args) -> dict:
     try:
         for model in args.models:
             n_calib = args.n_calib.get(model, args.n_calib.get("*", 128))
-            for method in args.methods:
+            for method, fmt in [(m, f) for m in args.methods for f in args.formats]:
+                if not _fits(model, fmt):
+                    print(f"{model} {method} {fmt}: skipped (the model's rows do not tile {fmt})", flush=True)
+                    continue
                 # the reference solver is slow (a Python column loop): by default only where asked for
                 backends = [b for b in args.backends if b != "reference" or
                             (_selected(model, args.reference_models) and _selected(method, args.reference_methods))]
@@ -127,12 +144,12 @@ def run(args) -> dict:
                 dirs: dict[str, Path] = {}
                 for rep in range(args.repeats):
                     for backend in backends:            # interleaved: load drift hits both alike
-                        out = tmp_root / f"{model}-{method}-{backend}-{rep}"
+                        out = tmp_root / f"{model}-{method}-{fmt}-{backend}-{rep}"
                         r = quantize_once(model, method, calib, n_calib, args.threads, backend, out, device,
-                                          args.timeout, args.encoder_frames)
+                                          args.timeout, args.encoder_frames, fmt)
                         reps[backend].append(r)
                         s = r["split"]
-                        print(f"{model} {method} {backend} (rep {rep + 1}): wall {r['wall_s']:.1f} s, prepare "
+                        print(f"{model} {method} {fmt} {backend} (rep {rep + 1}): wall {r['wall_s']:.1f} s, prepare "
                               f"{fmt_num(s['prepare'], 1)} s, forward "
                               f"{fmt_num(s['forward'], 1)} s, stats {fmt_num(s['statistics'], 1)} s, solve "
                               f"{fmt_num(s['solve'], 2)} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
@@ -145,7 +162,7 @@ def run(args) -> dict:
                     agreement = codes_agreement(dirs["native"], dirs["reference"])
                 for backend, rs in reps.items():
                     runs.append({
-                        "model": model, "method": method, "n_calib": n_calib, "backend": backend,
+                        "model": model, "method": method, "format": fmt, "n_calib": n_calib, "backend": backend,
                         "kernels_backend": rs[0]["kernels_backend"], "repeats": len(rs),
                         "wall_s": median([r["wall_s"] for r in rs]),
                         "peak_rss_mb": median([r["peak_rss_mb"] for r in rs]),
@@ -189,7 +206,7 @@ def document(meta: RunMeta, args, device: str | None, runs: list[dict]) -> dict:
             "config": {"models": args.models, "methods": args.methods, "backends": args.backends,
                        "n_calib": args.n_calib, "reference_models": args.reference_models,
                        "reference_methods": args.reference_methods, "threads": args.threads, "repeats": args.repeats,
-                       "format": "q4_0", "encoder_frames": args.encoder_frames or "(tarq default)",
+                       "formats": args.formats, "encoder_frames": args.encoder_frames or "(tarq default)",
                        "baseline": str(args.baseline) if args.baseline else None,
                        "calib": CALIB_SET, "device": device or "cpu"},
             "runs": runs}
@@ -199,19 +216,22 @@ def render_markdown(result: dict) -> str:
     if result.get("skipped"):
         return f"_{result['skipped']}_"
     rows = []
-    by = {(r["model"], r["method"], r["backend"]): r for r in result["runs"]}
+    by = {(r["model"], r["method"], r.get("format", "q4_0"), r["backend"]): r for r in result["runs"]}
     # columns added by issue 13 (RSS per phase, baseline ratios) only where a run has them: older JSONs keep
     # their original table
     extra = any(r.get("peak_rss_mb_by_phase") or r.get("vs_baseline") for r in result["runs"])
     for r in result["runs"]:
-        ref = by.get((r["model"], r["method"], "reference"))
+        fmt = r.get("format", "q4_0")
+        ref = by.get((r["model"], r["method"], fmt, "reference"))
+        q4 = by.get((r["model"], r["method"], "q4_0", r["backend"]))
+        vs_q4 = f"{r['wall_s'] / q4['wall_s']:.2f}×" if q4 and q4 is not r and q4["wall_s"] else "–"
         speed = (f"{ref['solve'] / r['solve']:.1f}×" if r["backend"] != "reference" and ref and r["solve"]
                  and ref["solve"] else "–")
         wall_speed = (f"{ref['wall_s'] / r['wall_s']:.2f}×" if r["backend"] != "reference" and ref else "–")
         agree = r.get("native_vs_reference") or {}
         vb = r.get("vs_baseline") or {}
         phases = r.get("peak_rss_mb_by_phase") or {}
-        row = [r["model"], r["method"], r["n_calib"],
+        row = [r["model"], r["method"], fmt, vs_q4, r["n_calib"],
                r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
                                r["kernels_backend"] != r["backend"] else ""),
                fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
@@ -225,9 +245,9 @@ def render_markdown(result: dict) -> str:
                     fmt_num(vb.get("peak_rss_ratio"), 2)]
         row.append(fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else "")
         rows.append(row)
-    headers = ["model", "method", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
+    headers = ["model", "method", "type", "wall vs q4_0", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
                "solve s", "other s", "load/save s", "solve speedup", "wall speedup", "peak RSS MB"]
-    align = "llrlrrrrrrrrrr"
+    align = "lllrrlrrrrrrrrrr"
     if extra:
         headers += ["peak RSS by phase MB", "stats / baseline", "wall / baseline", "RSS / baseline"]
         align += "lrrr"
@@ -246,7 +266,7 @@ def plot(result: dict, path: Path) -> Path:
     plt = pyplot()
     runs = result["runs"]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(runs)), 4))
-    labels = [f"{r['model']}\n{r['method']}\n{r['backend']}" for r in runs]
+    labels = [f"{r['model']}\n{r['method']} {r.get('format', 'q4_0')}\n{r['backend']}" for r in runs]
     bottom = [0.0] * len(runs)
     for phase in (*PHASES, "other", "outside_s"):
         vals = [r.get(phase) or 0.0 for r in runs]
@@ -283,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(p, "bench_quant_speed.json")
     p.add_argument("--models", default="tiny.en,base")
     p.add_argument("--methods", default="tarq,gptq")
+    p.add_argument("--formats", default="q4_0",
+                   help="ggml types to calibrate onto, comma-separated (per-type cost vs q4_0); K-quants skip tiny.en")
     p.add_argument("--backends", default="native,reference", help="solver backends (default native,reference)")
     p.add_argument("--n-calib", type=_n_calib, default=_n_calib("32"),
                    help="calibration utterances: N for all models or model=N,... (default 32, ~5.5 min in all on 2 "
@@ -310,6 +332,7 @@ def parse_args(argv=None):
     args = build_parser().parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
     args.methods = [m for m in args.methods.split(",") if m]
+    args.formats = [f for f in args.formats.split(",") if f]
     args.backends = [b for b in args.backends.split(",") if b]
     args.reference_models = [m for m in args.reference_models.split(",") if m]
     args.reference_methods = [m for m in args.reference_methods.split(",") if m]

@@ -32,6 +32,7 @@ SECTIONS = {
     "quant_speed_gpu": ("bench_quant_speed", "bench_quant_speed_gpu.json"),
     "runtime_workers": ("bench_runtime_workers", "bench_runtime_workers.json"),
     "fuzz_inputs": ("fuzz_inputs", "fuzz_inputs.json"),
+    "lattice_error": ("bench_lattice_error", "bench_lattice_error.json"),
 }
 
 

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#include "fp16.h"
 #include "kernels.h"
 
 namespace tarq {
@@ -92,50 +91,6 @@ void gemm_sub(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, con
                 micro_edge(MR, j1 - j0 - full, K, A + i * lda, lda, B + j0 + full, ldb, C + i * ldc + j0 + full, ldc);
         }
         if (i < M) micro_edge(M - i, j1 - j0, K, A + i * lda, lda, B + j0, ldb, C + i * ldc + j0, ldc);
-    }
-}
-
-// Scale of one group by ggml's rule, returned as fp16 bits (docs/architecture.md "kernels").
-inline uint16_t group_scale(const double* w, int g, const Lattice& lat) {
-    double amax = 0.0, extreme = 0.0;
-    for (int k = 0; k < g; ++k) {
-        const double a = std::fabs(w[k]);
-        if (a > amax) { amax = a; extreme = w[k]; }  // first element of largest |w| keeps its sign
-    }
-    const float base = lat.signed_max ? static_cast<float>(extreme) : static_cast<float>(amax);
-    return f32_to_f16(base / lat.divisor);
-}
-
-void sweep_block(int64_t rows, int64_t n, int64_t i1, int64_t i2, double* W, const double* U,
-                 const Lattice& lat, int8_t* codes, uint16_t* scales, float* deq, double* E, int64_t ldE,
-                 double* row_err) {
-    const int g = lat.group;
-    const int64_t ng = n / g;
-    const double qmin = lat.qmin, qmax = lat.qmax;
-    for (int64_t r = 0; r < rows; ++r) {
-        double* w = W + r * n;
-        double* e_row = E + r * ldE;
-        double d = 0.0, inv = 0.0, err = 0.0;
-        for (int64_t j = i1; j < i2; ++j) {
-            if (j % g == 0) {  // group start: its columns are fully updated (block is a multiple of g)
-                const uint16_t h = group_scale(w + j, g, lat);
-                scales[r * ng + j / g] = h;
-                const float df = f16_to_f32(h);
-                d = df;
-                inv = df != 0.0f ? static_cast<double>(1.0f / df) : 0.0;  // 1/d in f32, as the contract says
-            }
-            const double q = std::min(qmax, std::max(qmin, std::floor(w[j] * inv + 0.5)));
-            codes[r * n + j] = static_cast<int8_t>(q);
-            const double wq = q * d;
-            deq[r * n + j] = static_cast<float>(wq);  // exact: fp16 mantissa x small integer
-            const double e = (w[j] - wq) / U[j * n + j];
-            e_row[j - i1] = e;
-            err += e * e;
-            // Algorithm 2 propagation, restricted to the current lazy block
-            const double* u = U + j * n;
-            for (int64_t k = j + 1; k < i2; ++k) w[k] -= e * u[k];
-        }
-        row_err[r] += err;
     }
 }
 

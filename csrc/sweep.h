@@ -12,9 +12,9 @@ struct SweepJob {
     const double* W;
     int64_t m;
     const double* U;
-    int8_t* codes;     // [m, n]
-    uint16_t* scales;  // [m, n / group] fp16 bits
-    float* deq;        // [m, n]
+    int8_t* codes;     // [m, n] integer codes in the type's convention
+    uint8_t* params;   // [m, n / block, param_bytes] param records (tarq.ggml BlockType.param_dtype)
+    float* deq;        // [m, n] the values ggml's to_float gives for those codes and params
     double* row_err;   // [m] sum_j e_j^2 per row
 };
 

@@ -41,12 +41,10 @@ def test_files_and_dirs_get_the_umask_mode(tmp_path, umask, mask):
 
 
 def test_quantized_dir_and_result_json_respect_umask(tmp_path, umask):
-    from tarq.formats import get_format
     from tarq.qmodel import QuantizedTensor, save_quantized_model
 
     umask(0o027)
-    fmt = get_format("q4_0", 32)
-    qt = QuantizedTensor(torch.zeros(2, 32, dtype=torch.int8), torch.ones(2, 1, dtype=torch.float16), fmt)
+    qt = QuantizedTensor("q4_0", torch.zeros(2, 18, dtype=torch.uint8), (2, 32))
     out = save_quantized_model(tmp_path / "q", family="whisper", config={}, quantized={"w": qt}, floats={})
     assert _mode(out) == 0o750
     assert {_mode(p) for p in out.iterdir()} == {0o640}

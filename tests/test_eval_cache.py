@@ -192,3 +192,17 @@ def test_torch_backend_identity_follows_the_model_files(tmp_path):
     (d / "quantized.safetensors").write_bytes(b"codes-2")
     assert TorchBackend(_fake_loaded(d), threads=None).cache_identity()["model_sha256"] != a["model_sha256"]
     assert TorchBackend(_fake_loaded(None), threads=None).cache_identity() is None   # in-memory: no caching
+
+
+def test_default_cache_root_follows_the_environment(tmp_path, monkeypatch):
+    """No --cache-dir: $TARQ_CACHE_DIR, else tarq's cache root ($TARQ_CACHE, $XDG_CACHE_HOME/tarq)."""
+    from tarq.eval.cache import default_cache_dir
+
+    monkeypatch.delenv("TARQ_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TARQ_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert DecodeCache().root == tmp_path / "xdg" / "tarq"
+    monkeypatch.setenv("TARQ_CACHE", str(tmp_path / "tc"))
+    assert default_cache_dir() == tmp_path / "tc"
+    monkeypatch.setenv("TARQ_CACHE_DIR", str(tmp_path / "d"))
+    assert DecodeCache().dir == tmp_path / "d" / "decodes" / "v1"

@@ -43,28 +43,42 @@ def tiny_whisper(d_model: int = 64, layers: int = 2, seed: int = 0):
     return WhisperForConditionalGeneration(cfg).eval()
 
 
-def random_quantized_dir(out: Path, model, tokenizer, fmt: str = "q4_0", group_size: int = 32, seed: int = 0) -> Path:
-    """A quantized directory with random codes over the full range (incl. -8 / -128) and random fp16
-    scales of both signs, for every tensor whisper.cpp stores in the weight type."""
+def random_tensor(qtype, rows: int, cols: int, group: int | None, rng):
+    """A QuantizedTensor with random codes over the type's full range (incl. -8 / -128) and random params (fp16
+    fields finite, both signs; one d per ``group`` columns for the legacy symmetric types)."""
     import torch
 
+    from tarq.ggml import get_type
+    from tarq.qmodel import QuantizedTensor
+
+    t = get_type(qtype)
+    group = group or t.block_size
+    codes = rng.integers(t.code_min, t.code_max + 1, size=(rows, cols))
+    nb = cols // t.block_size
+    params = np.frombuffer(rng.integers(0, 256, size=rows * nb * t.param_dtype.itemsize, dtype=np.uint8).tobytes(),
+                           dtype=t.param_dtype).reshape(rows, nb).copy()
+    for f in ("d", "m", "dmin"):
+        if f in t.param_dtype.names:
+            vals = (rng.standard_normal((rows, cols // group)) * 0.02).astype(np.float16)
+            params[f] = np.repeat(vals, nb // (cols // group), axis=1) if f == "d" else \
+                (rng.standard_normal((rows, nb)) * 0.02).astype(np.float16)
+    return QuantizedTensor(t, torch.from_numpy(t.encode(codes, params)), (rows, cols))
+
+
+def random_quantized_dir(out: Path, model, tokenizer, fmt: str = "q4_0", group_size: int | None = None,
+                         seed: int = 0) -> Path:
+    """A quantized directory with random ggml data of type ``fmt`` for every tensor whisper.cpp stores in the
+    weight type (``group_size``: Q4_0/Q5_0/Q8_0 data whose d repeats over 64/128 columns)."""
     from tarq.export.whisper_export import quantizable_names
     from tarq.export import whisper_names as names
-    from tarq.formats import get_format
-    from tarq.qmodel import QuantizedTensor, save_quantized_model
+    from tarq.qmodel import save_quantized_model
 
-    f = get_format(fmt, group_size)
     rng = np.random.default_rng(seed)
     sd = model.state_dict()
-    quantized = {}
-    for hf in quantizable_names(sd):
-        out_f, in_f = sd[hf].shape
-        codes = rng.integers(f.qmin, f.qmax + 1, size=(out_f, in_f)).astype(np.int8)
-        scales = (rng.standard_normal((out_f, in_f // group_size)) * 0.02).astype(np.float16)
-        quantized[hf] = QuantizedTensor(torch.from_numpy(codes), torch.from_numpy(scales), f)
+    quantized = {hf: random_tensor(fmt, *sd[hf].shape, group_size, rng) for hf in quantizable_names(sd)}
     floats = {k: v for k, v in sd.items() if k not in quantized and names.hf_to_cpp(k) is not None}
     return save_quantized_model(out, family="whisper", config=model.config.to_dict(), quantized=quantized,
-                                floats=floats, meta={"method": "random"},
+                                floats=floats, meta={"method": "random", "group_size": group_size},
                                 save_extras=lambda d: tokenizer.save_pretrained(str(d)))
 
 

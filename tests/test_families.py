@@ -118,22 +118,23 @@ def test_whisper_gguf_needs_an_explicit_internal_dialect(tmp_path, capsys):
         fam.export_target("gguf", "crispasr")
 
 
-def test_type_policy():
-    from tarq.calib.type_policy import TypePolicy
-    from tarq.formats import get_format
+def test_type_plan_for_families():
+    """The per-tensor type plan as the families use it: an audio-tower override keeps the group setting, groups
+    solved together must share a type, and bad overrides fail before any work."""
+    from tarq.ggml import TypePlan
 
-    p = TypePolicy.build(get_format("q4_0", 64), {r"^model\.audio_tower\.": "q8_0"})
-    assert p.format_for("model.audio_tower.layers.0.fc1.weight").name == "q8_0"
-    assert p.format_for("model.audio_tower.layers.0.fc1.weight").group_size == 64
-    assert p.format_for("model.language_model.layers.0.mlp.up_proj.weight").name == "q4_0"
-    with pytest.raises(ValueError, match="share a type"):
-        TypePolicy.build(get_format("q4_0"), {"k_proj": "q8_0"}).format_for_group(["a.q_proj.weight", "a.k_proj.weight"])
+    p = TypePlan("q4_0", {r"^model\.audio_tower\.": "q8_0"}, group_size=64)
+    assert p.type_for("model.audio_tower.layers.0.fc1.weight").name == "q8_0"
+    assert p.lattice_for("model.audio_tower.layers.0.fc1.weight").group == 64
+    assert p.type_for("model.language_model.layers.0.mlp.up_proj.weight").name == "q4_0"
+    with pytest.raises(ValueError, match="must share one type"):
+        TypePlan("q4_0", {"k_proj": "q8_0"}).check([[("a.q_proj.weight", (8, 64)), ("a.k_proj.weight", (8, 64))]])
     with pytest.raises(ValueError, match="not a regular expression"):
-        TypePolicy.build(get_format("q4_0"), {"(": "q8_0"})
-    with pytest.raises(ValueError, match="unknown quantization format"):
-        TypePolicy.build(get_format("q4_0"), {"x": "q3_k"})
-    with pytest.raises(ValueError, match="row width 48 is not a multiple of the q4_0 group size 32"):
-        TypePolicy.build(get_format("q4_0")).check([["w"]], {"w": (8, 48)})
+        TypePlan("q4_0", {"(": "q8_0"})
+    with pytest.raises(ValueError, match="unsupported ggml type 'q9_9'"):
+        TypePlan("q4_0", {"x": "q9_9"})
+    with pytest.raises(ValueError, match="w: rows of 48 do not tile Q4_0"):
+        TypePlan("q4_0").check([[("w", (8, 48))]])
 
 
 # ----------------------------------------------------------------------------------- real shapes, no weights
@@ -155,8 +156,7 @@ def _meta_model(family: str, real: str):
                                          ("moonshine", "moonshine-tiny"), ("moonshine", "moonshine-base")])
 def test_real_configs_plan_and_gguf_names(family, real):
     """Every Linear of the released architecture is planned once, tiles Q4_0, and has a runtime tensor name."""
-    from tarq.calib.type_policy import TypePolicy
-    from tarq.formats import get_format
+    from tarq.ggml import TypePlan
     from tarq.models import get_family
 
     model = _meta_model(family, real)
@@ -168,8 +168,8 @@ def test_real_configs_plan_and_gguf_names(family, real):
     assert len(names) == len(set(names)) and set(names) == (linears - set(tied)) | set(tied.values())
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)}
     group = 128 if family == "qwen3_asr" else 32      # Moonshine's 288/416 widths tile Q4_0 blocks, not 128-groups
-    TypePolicy.build(get_format("q4_0", group)).check([g.weights for b in blocks for s in b.stages for g in s.groups],
-                                                    shapes)
+    TypePlan("q4_0", group_size=group).check([[(n, shapes[n]) for n in g.weights]
+                                              for b in blocks for s in b.stages for g in s.groups])
     if family == "qwen3_asr":
         from tarq.models.qwen3_asr.gguf import gguf_name
         dialects = ("crispasr", "qwen3-asr.cpp")
@@ -187,7 +187,7 @@ def test_real_shapes_pass_the_qwen3_asr_cpp_loader_check(real):
     """A virtual file with the released shapes (Q4_0 LLM, Q8_0 audio tower, F32 rest; no data) against
     qwen3-asr.cpp's loaders: tarq's keys make 1.7B load with its own shapes, and the tensor order avoids reads past
     the end of the file."""
-    from tarq.export.ggml_blocks import get_type
+    from tarq.ggml import get_type
     from tarq.models.qwen3_asr.cpp_loader import FileTensor, check
 
     model = _meta_model("qwen3_asr", real)
@@ -224,21 +224,22 @@ def test_mixed_format_directory_round_trip_and_whisper_cpp_refuses_it(tmp_path):
     """A directory with per-tensor formats saves and loads each tensor's own lattice; whisper.cpp's .bin (one weight
     type) refuses it with one line, naming the directory."""
     from test_export_fixtures import random_quantized_dir, real_tokenizer, tiny_whisper
-    from tarq.formats import get_format
+    from tarq.ggml import convert_exact
     from tarq.models import get_family
     from tarq.qmodel import QuantizedTensor, load_quantized_dir, save_quantized_model
 
     src = load_quantized_dir(random_quantized_dir(tmp_path / "q4", tiny_whisper(), real_tokenizer(), "q4_0", 32))
-    q8 = get_format("q8_0", 32)
     name = "model.encoder.layers.0.fc1.weight"
     quantized = dict(src.quantized)
-    quantized[name] = QuantizedTensor(quantized[name].codes * 9, quantized[name].scales, q8)
+    q4 = quantized[name]
+    quantized[name] = QuantizedTensor("q8_0", convert_exact("q4_0", q4.numpy(), q4.shape[1], "q8_0"), q4.shape)
     out = save_quantized_model(tmp_path / "mixed", family="whisper", config=src.config, quantized=quantized,
                                floats=src.floats, meta={"method": "random"})
     back = load_quantized_dir(out)
-    assert back.fmt.name == "q4_0" and not back.uniform and back.meta["tensor_formats"] == {
-        name: {"format": "q8_0", "group_size": 32}}
-    assert back.quantized[name].fmt.name == "q8_0" and torch.equal(back.quantized[name].codes, quantized[name].codes)
+    assert back.meta["format"] == "q4_0" and not back.uniform and back.types == {"q4_0", "q8_0"}
+    assert back.meta["tensor_types"][name] == "q8_0" and back.quantized[name].qtype.name == "q8_0"
+    assert torch.equal(back.quantized[name].data, quantized[name].data)
+    assert torch.equal(back.quantized[name].dequantize(), q4.dequantize())   # the same values in the wider container
     with pytest.raises(ValueError, match=r"mixed: tensors are quantized to several types \(q4_0, q8_0\)"):
         get_family("whisper").export_target("whisper.cpp").write(back, tmp_path / "m.bin")
     assert not (tmp_path / "m.bin").exists()

@@ -1,4 +1,5 @@
-"""GGUF export (generic family): round trip of codes/scales, ggml-compatible layout, bad files, atomicity."""
+"""GGUF export (generic family): round trip of the ggml bytes (every type, mixed types), gguf-py reads them the
+same, bad files, atomicity."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_export_fixtures import random_quantized_dir, real_tokenizer, tiny_whisper
+from test_export_fixtures import random_quantized_dir, random_tensor, real_tokenizer, tiny_whisper
 from tarq.export.gguf_writer import FAMILIES, GgufFamily, read_gguf, register_family, write_gguf
 from tarq.qmodel import load_quantized_dir
 
@@ -33,8 +34,7 @@ def test_round_trip(tmp_path, qdirs, key):
     assert set(back) == set(ckpt.quantized)
     sd = ckpt.state_dict()
     for name, qt in ckpt.quantized.items():
-        assert torch.equal(back[name].codes, qt.codes)
-        assert torch.equal(back[name].scales.view(torch.int16), qt.scales.view(torch.int16))
+        assert back[name].qtype is qt.qtype and torch.equal(back[name].data, qt.data)
         t = g.tensors[name]
         assert t.ggml_type.name == key[0] and t.shape == qt.shape
         assert np.array_equal(t.to_float(), sd[name].numpy())
@@ -43,6 +43,25 @@ def test_round_trip(tmp_path, qdirs, key):
         assert np.array_equal(ref, sd[name].numpy())
     for name, v in ckpt.floats.items():
         assert np.array_equal(g.tensors[name].to_float().reshape(v.shape), v.numpy())
+
+
+def test_every_type_and_mixed_types_round_trip(tmp_path):
+    """A directory whose tensors each have a different type (GGUF allows it): bytes verbatim, gguf-py agrees."""
+    from tarq.ggml import QUANT_TYPES
+    from tarq.qmodel import save_quantized_model
+
+    rng = np.random.default_rng(3)
+    quantized = {f"layer.{name}.weight": random_tensor(name, 8, 512, None, rng) for name in QUANT_TYPES}
+    d = save_quantized_model(tmp_path / "mixed", family="toy", config={"x": 1}, quantized=quantized,
+                             floats={"layer.bias": torch.zeros(4)}, meta={"method": "random"})
+    ckpt = load_quantized_dir(d)
+    assert ckpt.wtype is None and ckpt.types == set(QUANT_TYPES)
+    g = read_gguf(write_gguf(ckpt, tmp_path / "m.gguf"))
+    for name, qt in ckpt.quantized.items():
+        t = g.tensors[name]
+        assert t.ggml_type is qt.qtype and np.array_equal(t.data, qt.numpy().reshape(-1))
+        ref = gguf.quants.dequantize(t.data.reshape(8, -1), gguf.GGMLQuantizationType[qt.qtype.name.upper()])
+        assert np.array_equal(ref, qt.dequantize().numpy()), name
 
 
 def test_container_type_and_family_registry(tmp_path, qdirs):

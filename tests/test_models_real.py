@@ -118,21 +118,14 @@ def test_hf_dir_round_trip(tiny, tmp_path):
 
 @needs_tiny
 def test_quantized_dir_round_trip(tiny, tmp_path):
-    """A tarq quantized dir loads as the fake-quantized model: exact codes*scales, tied projection, same ids."""
-    from tarq.formats import get_format
+    """A tarq quantized dir loads as the fake-quantized model: exact to_float of the bytes, tied projection, same ids."""
+    from tarq.ggml import ggml_quantize
     from tarq.qmodel import QuantizedTensor, save_quantized_model
 
-    fmt = get_format("Q8_0", 32)
     names = ["model.decoder.embed_tokens.weight", "model.encoder.layers.0.fc1.weight",
              "model.decoder.layers.1.self_attn.q_proj.weight"]
     sd = tiny.model.state_dict()
-    quantized = {}
-    for n in names:
-        w = sd[n].reshape(sd[n].shape[0], -1, 32)
-        d = (w.abs().amax(-1) / 127).half()
-        inv = torch.where(d.float() > 0, 1 / d.float(), torch.zeros(()))
-        q = torch.clamp(torch.round(w * inv[..., None]), -127, 127).to(torch.int8).reshape(sd[n].shape)
-        quantized[n] = QuantizedTensor(q, d, fmt)
+    quantized = {n: QuantizedTensor("q8_0", ggml_quantize("q8_0", sd[n].numpy()), sd[n].shape) for n in names}
     floats = {k: v for k, v in sd.items() if k not in quantized and k != "proj_out.weight"}
     out = save_quantized_model(tmp_path / "q", family="whisper", config=tiny.model.config.to_dict(),
                                quantized=quantized, floats=floats, meta={"method": "rtn"},

@@ -145,8 +145,7 @@ def test_gguf_layout_and_tokenizer_bin(crisp_file, qdir, loaded):
     assert "decoder.output.weight" not in g.tensors                       # tied: the runtime uses the embedding
     assert g.tensors["encoder.conv1.weight"].shape == (64, 1, 127)
     name = "model.decoder.layers.1.mlp.fc1.weight"
-    assert np.array_equal(g.tensors["decoder.layers.1.ffn.fc1.weight"].block_data().codes,
-                          ck.quantized[name].codes.numpy())
+    assert np.array_equal(g.tensors["decoder.layers.1.ffn.fc1.weight"].rows(), ck.quantized[name].numpy())
     # tokenizer.bin: id order, length-prefixed UTF-8 (decoded here independently of the writer)
     raw, pieces, i = (crisp_file.parent / "tokenizer.bin").read_bytes(), [], 0
     while i < len(raw):
@@ -171,12 +170,12 @@ def test_tokenizer_bin_of_another_model_is_not_overwritten(crisp_file, qdir, tmp
 @pytest.mark.parametrize("method", ["rtn", "gptq", "rarebal", "qep"])
 def test_every_method_runs(loaded, method):
     from tarq.calib.pipeline import CalibConfig, run_calibration
-    from tarq.formats import get_format
+    from tarq.ggml import TypePlan
     from tarq.methods import get_method
 
     ad = loaded.spec.adapter()
     samples = [ad.prepare_sample(loaded, u, a, t, zipf_threshold=3.0, tag_by="target") for u, a, t in _demo(1)]
-    res = run_calibration(loaded.model, ad, samples, get_method(method), get_format("q4_0"),
+    res = run_calibration(loaded.model, ad, samples, get_method(method), TypePlan("q4_0"),
                           CalibConfig(progress=False, threads=1))
     assert len(res.quantized) == 2 * 6 + 2 * 10 + 1
     kv = [L for n, L in res.layers.items() if "encoder_attn.k_proj" in n or "encoder_attn.v_proj" in n]

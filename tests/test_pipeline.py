@@ -4,16 +4,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from tarq.calib.pipeline import CalibConfig, run_calibration, select_subset
-from tarq.formats import get_format
+from tarq.ggml import TypePlan, get_type
 from tarq.methods import get_method
 from tarq.models.whisper.adapter import EMBED, WhisperAdapter
 
 DEMO = Path(__file__).resolve().parents[1] / "python" / "tarq" / "demo_data" / "calib"
-FMT = get_format("q4_0")
+FMT = TypePlan("q4_0")
 EMB = f"{EMBED}.weight"
 
 
@@ -85,8 +86,8 @@ def tarq_result(loaded, samples):
 def test_pipeline_quantizes_everything_incl_embedding(loaded, samples, tarq_result):
     res = tarq_result
     r = res.quantized[EMB]
-    assert r.codes.shape == loaded.model.model.decoder.embed_tokens.weight.shape
-    assert int(r.codes.min()) >= FMT.qmin and int(r.codes.max()) <= FMT.qmax
+    assert r.dequant.shape == loaded.model.model.decoder.embed_tokens.weight.shape
+    assert r.qtype.name == "q4_0" and tuple(r.data.shape) == (51864, 64 // 32 * 18)
     rep = res.layers[EMB]
     assert rep["n_common"] + rep["n_tail"] == sum(len(s.tokens) - 1 for s in samples)
     assert rep["n_tail"] == sum(int(s.tail.sum()) for s in samples) > 0
@@ -96,9 +97,10 @@ def test_pipeline_quantizes_everything_incl_embedding(loaded, samples, tarq_resu
     assert k0["tr_H_common"] == k1["tr_H_common"] and k0["n_common"] == len(samples) * 1500
     # TARQ's residual is active somewhere after the first layer (H_Δ ≠ 0)
     assert any(L.get("alpha", 0.0) != 0.0 for L in res.layers.values())
-    # the method beats RTN in its own plain-H metric on most layers
+    # the method beats RTN in its own plain-H metric on most layers; the report has the imatrix RTN baseline too
     better = [L["rel_err"] < L["rel_err_rtn"] for L in res.layers.values()]
     assert sum(better) >= 0.8 * len(better)
+    assert all(L["type"] == "q4_0" and "rel_err_imatrix" in L for L in res.layers.values())
     # the FP model is left untouched
     assert not torch.equal(loaded.model.model.decoder.embed_tokens.weight, r.dequant)
 
@@ -110,24 +112,23 @@ def test_speech_only_frames_and_rtn_embedding_options(loaded, samples, tarq_resu
     res = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), FMT, cfg)
     L = res.layers["model.encoder.layers.0.fc1.weight"]
     assert L["n_common"] == sum(s.n_speech_frames for s in samples) < len(samples) * 1500
-    rtn = rtn_quantize(loaded.model.get_parameter(EMB).detach(), FMT)
-    assert torch.equal(res.quantized[EMB].codes, rtn.codes)
-    assert not torch.equal(tarq_result.quantized[EMB].codes, rtn.codes)
+    rtn = rtn_quantize(loaded.model.get_parameter(EMB).detach(), FMT.lattice_for(EMB))
+    assert torch.equal(res.quantized[EMB].data, rtn.data)
+    assert not torch.equal(tarq_result.quantized[EMB].data, rtn.data)
 
 
 def test_determinism_same_seed_same_codes(loaded, samples, tarq_result):
     a = tarq_result
     b = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("tarq"), FMT, CalibConfig(progress=False))
     for k in a.quantized:
-        assert torch.equal(a.quantized[k].codes, b.quantized[k].codes), k
-        assert torch.equal(a.quantized[k].scales, b.quantized[k].scales), k
+        assert torch.equal(a.quantized[k].data, b.quantized[k].data), k
     items = list(range(20))
     assert select_subset(items, 5, 0) == select_subset(items, 5, 0) != select_subset(items, 5, 1)
     assert select_subset(items, 50, 0) == items
 
 
 def test_end_to_end_directory(loaded, tmp_path, monkeypatch):
-    """quantize_loaded_model -> directory that tarq.qmodel loads; dequantized weights equal codes*scales."""
+    """quantize_loaded_model -> directory that tarq.qmodel loads; dequantized weights equal ggml's to_float."""
     data = pytest.importorskip("tarq.data")
     from tarq.calib.driver import quantize_loaded_model
     from tarq.qmodel import load_quantized_dir
@@ -140,9 +141,12 @@ def test_end_to_end_directory(loaded, tmp_path, monkeypatch):
     assert "proj_out.weight" not in ck.floats and "model.encoder.conv1.weight" in ck.floats
     sd = ck.state_dict()
     for name, qt in ck.quantized.items():
-        d = qt.scales.float().repeat_interleave(qt.fmt.group_size, dim=1)
-        assert torch.equal(sd[name], qt.codes.float() * d)
+        assert qt.qtype.name == "q4_0"
+        assert np.array_equal(sd[name].numpy(), qt.qtype.dequantize(qt.numpy(), qt.shape[1]))
     rep = ck.report
+    assert rep["threads"]["torch_threads"] == 1 and rep["format"]["default"] == "q4_0"
+    if "native_threads" in rep["threads"]:   # --threads reaches the native OpenMP pool
+        assert rep["threads"]["native_threads"] == 1 and rep["versions"]["isa"] == rep["threads"]["isa"]
     assert rep["calibration"]["n_utterances"] == 2 and rep["method"]["method"] == "tarq"
     assert rep["versions"]["device"] == "cpu"
     assert set(rep["timing_s"]) >= {"forward", "stats", "solve", "total"}
@@ -228,8 +232,8 @@ def test_calibration_on_cuda_matches_cpu(loaded, samples, tarq_result):
     res = run_calibration(model, WhisperAdapter(), samples, get_method("tarq"), FMT, CalibConfig(progress=False))
     for name, ref in tarq_result.quantized.items():
         got = res.quantized[name]
-        assert got.codes.shape == ref.codes.shape, name
-        agree = (got.codes.cpu() == ref.codes).float().mean().item()
+        assert got.data.shape == ref.data.shape, name
+        agree = float((torch.from_numpy(got.codes()) == torch.from_numpy(ref.codes())).float().mean())
         assert agree >= 0.99, f"{name}: only {agree:.4f} of the codes agree with the CPU run"
 
 
@@ -245,7 +249,7 @@ def test_codes_do_not_depend_on_the_thread_count(loaded, samples, tarq_result):
     finally:
         set_num_threads(old)
     for k in tarq_result.quantized:
-        assert torch.equal(tarq_result.quantized[k].codes, b.quantized[k].codes), k
+        assert torch.equal(tarq_result.quantized[k].data, b.quantized[k].data), k
 
 
 def test_sampled_padding_weights_every_frame_and_all_is_exact(loaded, samples, tarq_result):
@@ -261,4 +265,42 @@ def test_rebuilding_stage_inputs_gives_the_same_codes(loaded, samples, tarq_resu
     b = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("tarq"), FMT,
                         CalibConfig(progress=False, keep_stage_inputs=False))
     for k in tarq_result.quantized:
-        assert torch.equal(tarq_result.quantized[k].codes, b.quantized[k].codes), k
+        assert torch.equal(tarq_result.quantized[k].data, b.quantized[k].data), k
+
+
+def test_type_that_does_not_fit_fails_before_any_work(loaded, tmp_path):
+    from tarq.calib.driver import quantize_loaded_model
+
+    calls = []
+
+    class Spy:
+        def blocks(self, model):
+            return WhisperAdapter().blocks(model)
+
+        def init_state(self, *a):
+            calls.append("forward")
+            raise AssertionError("no forward pass may run")
+
+    with pytest.raises(ValueError, match=r"model\.encoder\.layers\.0\.self_attn\.[qkv]_proj\.weight: rows of 64 do "
+                                         r"not tile Q4_K's 256-element super-blocks; types that fit: q4_0, q4_1"):
+        run_calibration(loaded.model, Spy(), [], get_method("gptq"), TypePlan("q4_k"), CalibConfig(progress=False))
+    with pytest.raises(ValueError, match="rows of 64 do not tile Q6_K"):   # the CLI path, before audio is read
+        quantize_loaded_model(loaded, get_method("gptq"), TypePlan("q6_k"), [object()], tmp_path / "q",
+                              CalibConfig(progress=False))
+    assert calls == [] and not (tmp_path / "q").exists()
+
+
+def test_mixed_types_and_imatrix_statistics_come_from_the_fp_model(loaded, samples):
+    """Per-weight types from a plan; the imatrix method's statistics do not depend on how earlier layers were
+    quantized (it never feeds its weights forward), unlike a true-sequential method."""
+    cfg = CalibConfig(progress=False)
+    mixed = TypePlan("q4_0", {r"encoder\.layers\.0\.": "q8_0"})
+    a = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("imatrix"), mixed, cfg)
+    b = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("imatrix"), TypePlan("q4_0"), cfg)
+    assert a.quantized["model.encoder.layers.0.fc1.weight"].qtype is get_type("q8_0")
+    assert a.layers["model.encoder.layers.0.fc1.weight"]["type"] == "q8_0"
+    later = "model.encoder.layers.1.fc1.weight"
+    assert a.quantized[later].qtype.name == "q4_0" and torch.equal(a.quantized[later].data, b.quantized[later].data)
+    c = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), mixed, cfg)
+    d = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), TypePlan("q4_0"), cfg)
+    assert not torch.equal(c.quantized[later].data, d.quantized[later].data)

@@ -127,12 +127,11 @@ def test_whisper_cpp_wer_matches_torch_fake_quant(tmp_path, tiny_en):
     from tarq.eval import get_backend
     from tarq.eval.runtimes import transcribe_file
     from tarq.export.whisper_export import export_whisper_cpp
-    from tarq.formats import get_format
     from tarq.methods import get_method
     from tarq.models import load_model
 
     cfg = CalibConfig(n_calib=32, encoder_frames="speech", progress=False)
-    qdir = quantize_loaded_model(tiny_en, get_method("tarq"), get_format("q4_0"), load_dataset(CALIB),
+    qdir = quantize_loaded_model(tiny_en, get_method("tarq"), "q4_0", load_dataset(CALIB),
                                  tmp_path / "tarq-q4_0", cfg)
     binf = export_whisper_cpp(qdir, tmp_path / "tarq-q4_0.bin")
     audios, refs = asterisk_prompts(30, skip=20 if CALIB != DEMO_CALIB else 0)

@@ -10,12 +10,12 @@ from typing import Any, Sequence
 
 import torch
 
-from ..formats import QuantFormat
+from ..ggml import TypePlan
 from ..methods.base import QuantMethod
 from ..models.adapter import CalibSample, ModelAdapter, get_adapter
 from .memory import RssSampler, peak_rss_mb
-from .pipeline import CalibConfig, calib_config_dict, run_calibration, select_subset
-from .type_policy import TypePolicy, as_policy
+from .pipeline import CalibConfig, apply_method_overrides, calib_config_dict, plan_lattices, run_calibration
+from .selection import select_calibration
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,25 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def set_threads(n: int) -> dict[str, Any]:
+    """Thread count for the torch pool and the native OpenMP pool (tarq._C); returns what each now uses."""
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    try:
+        from .. import _C
+    except ImportError:
+        return out
+    _C.set_num_threads(n)
+    out.update(native_threads=_C.max_threads(), isa=_C.isa())
+    return out
+
+
 def _versions(device: torch.device) -> dict[str, str]:
     import transformers
 
     from .. import __version__
-    from ..kernels import backend_name
-
-    from ..kernels import native_info
+    from ..kernels import backend_name, native_info
 
     out = {"tarq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
            "python": platform.python_version(), "kernels": backend_name(), "device": str(device),
@@ -122,23 +134,26 @@ def _versions(device: torch.device) -> dict[str, str]:
     return out
 
 
-def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePolicy, utterances: Sequence, out_dir,
-                          cfg: CalibConfig | None = None, calib_name: str | None = None) -> Path:
-    """Quantize ``loaded`` (a tarq LoadedModel) and write the quantized-model directory ``out_dir``.
+def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utterances: Sequence, out_dir,
+                          cfg: CalibConfig | None = None, calib_name: str | None = None,
+                          calib_origin: Sequence[str] | None = None) -> Path:
+    """Quantize ``loaded`` (a tarq LoadedModel) onto ``plan``'s types and write the quantized-model directory.
 
-    ``fmt``: one lattice for every weight, or a ``TypePolicy`` (per-name overrides, e.g. a Q8_0 audio tower)."""
+    ``calib_origin``: the source (``--calib`` set) of each utterance, for the per-source selection strategies."""
     from ..qmodel import QuantizedTensor, save_quantized_model
 
     cfg = cfg or CalibConfig()
+    plan = plan if isinstance(plan, TypePlan) else TypePlan(plan)
     device = resolve_device(cfg.device)
     from .._threads import set_threads
 
-    set_threads(cfg.threads)   # torch pools and the native kernels' OpenMP pool
+    threads = set_threads(cfg.threads)   # torch pools and the native kernels' OpenMP pool
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
+    cfg = apply_method_overrides(cfg, method)
     adapter = get_adapter(getattr(loaded, "family", "whisper"))
-    policy = as_policy(fmt)
     model = loaded.model.eval()
+    plan_lattices(model, adapter, plan)   # a type that does not fit fails here, before any audio is read
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             raise ValueError(f"{getattr(loaded, 'name', 'model')}: parameter {name} contains NaN or Inf")
@@ -148,7 +163,8 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
     if method.needs_stats:
         if not utterances:
             raise ValueError(f"method {method.name!r} needs calibration data, but the calibration set is empty")
-        chosen = select_subset(utterances, cfg.n_calib, cfg.seed)
+        chosen = select_calibration(utterances, cfg.n_calib, cfg.seed, cfg.calib_select, calib_origin,
+                                    cfg.zipf_threshold)
         samples, calib_info = prepare_samples(loaded, adapter, chosen, cfg)
     t_prep = time.perf_counter() - t0
 
@@ -156,11 +172,11 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
     model.to(device)
     try:
         with RssSampler() as rss:
-            result = run_calibration(model, adapter, samples, method, fmt, cfg)
+            result = run_calibration(model, adapter, samples, method, plan, cfg)
     finally:
         model.to(home)   # the caller's model comes back where it was
 
-    quantized = {n: QuantizedTensor(r.codes.cpu().contiguous(), r.scales.cpu().contiguous(), policy.format_for(n))
+    quantized = {n: QuantizedTensor(r.qtype, r.data.cpu().contiguous(), tuple(r.dequant.shape))
                  for n, r in result.quantized.items()}
     tied = adapter.tied_parameters(model)
     floats = {k: v.detach().float().cpu() for k, v in model.state_dict().items()
@@ -170,8 +186,8 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
     timing["total"] = time.perf_counter() - t_start
     report = {
         "method": method.config_dict(),
-        "format": {"name": policy.default.name, "group_size": policy.default.group_size,
-                   **({"overrides": policy.describe()["overrides"]} if not policy.is_uniform else {})},
+        "format": plan.describe(),
+        "threads": threads,
         "model": getattr(loaded, "name", None),
         "calibration": {"name": calib_name, **calib_config_dict(cfg), **calib_info},
         "seed": cfg.seed,
@@ -179,9 +195,11 @@ def quantize_loaded_model(loaded, method: QuantMethod, fmt: QuantFormat | TypePo
         "timing_s": timing,
         "memory": {"peak_rss_mb": peak_rss_mb(), "peak_rss_mb_by_phase": rss.peaks(result.spans)},
         "tied_parameters": tied,
+        **({"analysis": result.analysis} if result.analysis else {}),
         "layers": result.layers,
     }
-    meta = {"method": method.name, "source_model": getattr(loaded, "name", None),
+    meta = {"method": method.name, "source_model": getattr(loaded, "name", None), "format": plan.default.name,
+            "group_size": plan.group_size, "lattice_fit": plan.fit,
             "calibration": calib_name, "method_config": method.config_dict()}
     save_extras = getattr(loaded, "save_pretrained_extras", None)
     path = save_quantized_model(out_dir, family=adapter.family, config=config, quantized=quantized, floats=floats,

@@ -20,19 +20,20 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
 
-from ..formats import QuantFormat
+from ..ggml import Lattice, TypePlan
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 from ..methods.base import LinearResult, QuantMethod, h_inner
+from ..methods.imatrix import imatrix_from_stats
 from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
+from .analysis import POSITION_WEIGHTS_KEY, AnalysisOptions, analyse
 from .memory import release_free_memory
-from .stats import GroupStats, StatsAccumulator
-from .type_policy import TypePolicy, as_policy
+from .stats import FoldedStatsAccumulator, GroupStats, StatsAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ EMBEDDING_MODES = ("method", "rtn")
 class CalibConfig:
     n_calib: int = 128
     seed: int = 0
+    calib_select: str = "random"      # "random" | "r-top" | "r-mix" | "r-cross" (calib/selection.py)
     zipf_threshold: float = DEFAULT_ZIPF_THRESHOLD   # tarq.lexicon: the scoring threshold too
     tag_by: str = "target"            # "target" | "input" (calib/rarity.py)
     # Encoder positions in the statistics (docs/methods.md §2). "sampled": every frame covering audio plus
@@ -66,8 +68,28 @@ class CalibConfig:
     # where GPTQ's error shaping toward low-variance output directions is unchecked (measured in §5).
     embedding: str = "method"
     embed_damp: float | None = 1.0
+    # "last": the tied embedding is quantized after every Linear (true-sequential statistics; the decoder's
+    # statistics use the FP embedding for the input lookup); "first": before the decoder (issue 15, §5 of
+    # docs/methods.md), so the decoder's statistics see the quantized lookup inference uses.
+    embedding_order: str = "last"
+    # The FP analysis pass (calib/analysis.py, docs/methods.md): loss-sensitivity position weights and
+    # encoder-frame tail tags from the alignment heads' cross-attention.
+    sensitivity: str = "none"             # "none" | "fisher"
+    sensitivity_labels: str = "sampled"   # "sampled" (Fisher) | "reference" (empirical Fisher)
+    sensitivity_mix: float = 1.0          # β in w = (1 − β) + β s / mean(s)
+    frame_tags: str = "none"              # "none" | "attention"
+    frame_rel_threshold: float = 0.5
+    frame_dilation: int = 3
+
+    def analysis_options(self) -> AnalysisOptions:
+        return AnalysisOptions(sensitivity=self.sensitivity, sensitivity_labels=self.sensitivity_labels,
+                               sensitivity_mix=self.sensitivity_mix, frame_tags=self.frame_tags,
+                               frame_rel_threshold=self.frame_rel_threshold, frame_dilation=self.frame_dilation,
+                               seed=self.seed)
 
     def __post_init__(self):
+        if self.embedding_order not in ("last", "first"):
+            raise ValueError(f"embedding_order must be 'last' or 'first', got {self.embedding_order!r}")
         if self.embedding not in EMBEDDING_MODES:
             raise ValueError(f"embedding must be one of {EMBEDDING_MODES}, got {self.embedding!r}")
         if self.encoder_frames not in ENCODER_FRAMES:
@@ -78,6 +100,24 @@ class CalibConfig:
             raise ValueError(f"pad_pick must be 'middle' or 'golden', got {self.pad_pick!r}")
         if self.pad_stride < 1 or self.pad_margin < 0:
             raise ValueError(f"pad_stride must be >= 1 and pad_margin >= 0, got {self.pad_stride}, {self.pad_margin}")
+        self.analysis_options()   # validates the analysis options
+
+
+def apply_method_overrides(cfg: CalibConfig, method: QuantMethod) -> CalibConfig:
+    """``cfg`` with the calibration settings that are part of ``method``'s definition; an explicit different
+    (non-default) setting is an error rather than silently replaced."""
+    from dataclasses import fields
+
+    over = dict(getattr(method, "calib_overrides", {}) or {})
+    if not over:
+        return cfg
+    defaults = {f.name: f.default for f in fields(CalibConfig)}
+    for k, v in over.items():
+        cur = getattr(cfg, k)
+        if cur != v and cur != defaults[k]:
+            raise ValueError(f"method {method.name!r} calibrates with {k}={v!r}; it cannot be combined with "
+                             f"{k}={cur!r}")
+    return replace(cfg, **over)
 
 
 @dataclass
@@ -99,6 +139,7 @@ class CalibrationResult:
     timing: dict[str, float]
     n_positions: dict[str, int]
     spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)
 
 
 def select_subset(items: Sequence, n: int, seed: int) -> list:
@@ -139,39 +180,68 @@ def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "m
     return out
 
 
-def _select_rows(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample, domain: str, cfg: CalibConfig):
-    """The positions that enter the statistics -> (rows, FP rows, tail tags, weights or None = all 1)."""
+def _select_rows(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample, domain: str, cfg: CalibConfig,
+                 key: str | None = None):
+    """The positions that enter the statistics -> (rows, FP rows, tail tags, weights or None = all 1).
+
+    Weights multiply two things: the number of frames a subsampled padding frame stands for, and the
+    loss-sensitivity weight of the position (calib/analysis.py) when the analysis pass computed one for ``key``."""
+    pw = sample.extra.get(POSITION_WEIGHTS_KEY, {}).get(key) if key is not None else None
+    if pw is not None and pw.numel() != x.shape[0]:
+        raise ValueError(f"{pw.numel()} position weights for {x.shape[0]} positions")
     if domain != FRAMES:
-        return x, x_fp, sample.tail, None
+        return x, x_fp, sample.tail, pw
     tail = sample.frame_tail
     if cfg.encoder_frames == "all" or (cfg.encoder_frames == "sampled" and cfg.pad_stride == 1):
-        return x, x_fp, tail, None
+        return x, x_fp, tail, pw
     n_speech = sample.n_speech_frames
     if cfg.encoder_frames == "speech":
         return x[:n_speech], x_fp[:n_speech] if x_fp is not None else None, \
-            tail[:n_speech] if tail is not None else None, None
+            tail[:n_speech] if tail is not None else None, pw[:n_speech] if pw is not None else None
     exact = min(x.shape[0], n_speech + cfg.pad_margin)
     parts = padding_subsample(x.shape[0], exact, cfg.pad_stride, cfg.pad_pick)
     idx = torch.cat([torch.arange(exact)] + [i for i, _ in parts]).to(x.device)
     weights = torch.cat([torch.ones(exact)] + [torch.full((i.numel(),), w) for i, w in parts]).to(x.device)
+    if pw is not None:
+        weights = weights * pw.to(weights.device)[idx]
     return x[idx], x_fp[idx] if x_fp is not None else None, tail[idx] if tail is not None else None, weights
 
 
-def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
-                    method: QuantMethod, fmt: QuantFormat | TypePolicy, cfg: CalibConfig) -> CalibrationResult:
-    """Quantize every weight of ``adapter.blocks(model)``; ``model`` (FP) is left untouched.
+def plan_lattices(model: torch.nn.Module, adapter: ModelAdapter, plan: TypePlan) -> dict[str, Lattice]:
+    """The lattice of every weight the adapter quantizes, checked before any work: each weight's rows tile its
+    type, and weights solved together (one group, one metric) share one type. Raises a one-line ValueError."""
+    groups = [[(n, tuple(model.get_parameter(n).shape)) for n in g.weights]
+              for b in adapter.blocks(model) for s in b.stages for g in s.groups]
+    plan.check(groups)
+    return {n: plan.lattice_for(n, shape) for group in groups for n, shape in group}
 
-    ``fmt``: one lattice for every weight, or a ``TypePolicy`` giving each group its own (e.g. a Q8_0 audio tower)."""
+
+def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
+                    method: QuantMethod, plan: TypePlan, cfg: CalibConfig) -> CalibrationResult:
+    """Quantize every weight of ``adapter.blocks(model)`` onto the plan's types; ``model`` (FP) is left untouched."""
     from tqdm.auto import tqdm
 
     timer = Timer()
+    lattices = plan_lattices(model, adapter, plan)
+    cfg = apply_method_overrides(cfg, method)
     blocks = adapter.blocks(model)
-    policy = as_policy(fmt)
-    policy.check([g.weights for b in blocks for s in b.stages for g in s.groups],
-                 {n: tuple(p.shape) for n, p in model.named_parameters(remove_duplicate=False)})
     quantized: dict[str, LinearResult] = {}
     layers: dict[str, dict[str, Any]] = {}
     n_positions: dict[str, int] = {}
+    analysis: dict[str, Any] = {}
+    if method.needs_stats:
+        device = next(model.parameters()).device
+        samples = [s.to(device) for s in samples]
+        opts = cfg.analysis_options()
+        if opts.active:   # gradients: outside inference mode, before any quantization (FP model only)
+            t0 = time.perf_counter()
+            analysis = analyse(model, adapter, samples, opts, blocks)
+            timer.add("analysis", t0)
+        prepare = getattr(method, "prepare", None)
+        if prepare is not None:
+            t0 = time.perf_counter()
+            prepare(model, [w for b in blocks for s in b.stages for g in s.groups for w in g.weights])
+            timer.add("solve", t0)
 
     with torch.inference_mode():
         if not method.needs_stats:   # data-free (rtn): no forward at all
@@ -179,18 +249,16 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 for stage in block.stages:
                     for g in stage.groups:
                         weights = {n: model.get_parameter(n).detach().float() for n in g.weights}
-                        fmt = policy.format_for_group(g.weights)
+                        lat = lattices[g.weights[0]]
                         t0 = time.perf_counter()
-                        res = method.quantize_group(weights, None, fmt)
+                        res = method.quantize_group(weights, None, lat)
                         timer.add("solve", t0)
                         for n, r in res.items():
-                            _check_result(n, weights[n], r, fmt)
+                            _check_result(n, weights[n], r, lat)
                             quantized[n] = r
-                            layers[n] = {"group": g.key, **r.info}
+                            layers[n] = {"group": g.key, "type": lat.name, **r.info}
             return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions)
 
-        device = next(model.parameters()).device
-        samples = [s.to(device) for s in samples]
         embed_names = set(adapter.tied_parameters(model).values())
         track_fp = method.needs_fp_stream
         model_q = copy.deepcopy(model)
@@ -203,9 +271,16 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
         states_fp = [dict(st) for st in states_q] if track_fp else None   # identical before any quantization
         timer.add("forward", t0)
 
-        bar = tqdm(blocks, desc=f"{method.name}", unit="block", disable=not cfg.progress)
+        embed_first = _embedding_block(blocks, embed_names) if cfg.embedding_order == "first" else None
+        loop_blocks = [b for b in blocks if b is not embed_first]
+        first_token_block = next((b for b in loop_blocks if any(g.domain != FRAMES for st in b.stages
+                                                                for g in st.groups)), None)
+        bar = tqdm(loop_blocks, desc=f"{method.name}", unit="block", disable=not cfg.progress)
         t_run = time.perf_counter()
         for block in bar:
+            if embed_first is not None and block is first_token_block:
+                _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_first, samples, states_q,
+                                          method, lattices, embed_names, cfg, timer, quantized, layers, n_positions)
             t0 = time.perf_counter()
             for i, s in enumerate(samples):
                 states_q[i] = adapter.enter_block(model_q, block, states_q[i], s)
@@ -218,22 +293,12 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 fp_advanced = False
                 if need:
                     fp_advanced = _accumulate(adapter, model_q, model_fp if track_fp else None, block, si, need,
-                                              samples, states_q, states_fp, stats_cache, cfg, timer)
+                                              samples, states_q, states_fp, stats_cache, cfg, timer,
+                                              folds=method.needs_folds)
                 for g in stage.groups:
                     stats = stats_cache[g.key]
                     n_positions[g.key] = stats.n_common + stats.n_tail
-                    weights = {n: model_q.get_parameter(n).detach().float().clone() for n in g.weights}
-                    fmt = policy.format_for_group(g.weights)
-                    t0 = time.perf_counter()
-                    res = _method_for(g, method, embed_names, cfg).quantize_group(weights, stats, fmt)
-                    timer.add("solve", t0)
-                    for n, r in res.items():
-                        _check_result(n, weights[n], r, fmt)
-                        model_q.get_parameter(n).copy_(r.dequant)
-                        quantized[n] = r
-                        t0 = time.perf_counter()
-                        layers[n] = _layer_report(g.key, weights[n], r, stats, method, fmt)
-                        timer.add("report", t0)
+                    _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers)
                     key_uses[g.key] -= 1
                     if key_uses[g.key] == 0:
                         del stats_cache[g.key]
@@ -246,7 +311,7 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 timer.add("forward", t0)
             log.debug("%s quantized (%.1f s elapsed; %s)", block.name, time.perf_counter() - t_run,
                       ", ".join(f"{k} {v:.1f}s" for k, v in timer.seconds.items()))
-    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions, timer.spans)
+    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions, timer.spans, analysis)
 
 
 def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibConfig) -> QuantMethod:
@@ -257,13 +322,79 @@ def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibCon
 
     if cfg.embedding == "rtn":
         return get_method("rtn")
-    if cfg.embed_damp is not None and hasattr(method.config, "damp"):   # rtn has no damping
-        return get_method(method.name, **{**asdict(method.config), "damp": cfg.embed_damp})
+    if cfg.embed_damp is not None and getattr(method.config, "damp", None) != cfg.embed_damp:
+        m = copy.copy(method)   # keeps what prepare() computed (e.g. FADE's V_int over every layer)
+        m.config = replace(method.config, damp=cfg.embed_damp)
+        return m
     return method
 
 
+def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers) -> None:
+    """Quantize one group under ``stats`` onto its lattice; a true-sequential method's dequantized weights go into
+    the quantized stream (later layers see them)."""
+    weights = {n: model_q.get_parameter(n).detach().float().clone() for n in g.weights}
+    lat = lattices[g.weights[0]]
+    group_method = _method_for(g, method, embed_names, cfg)
+    t0 = time.perf_counter()
+    res = group_method.quantize_group(weights, stats, lat)
+    timer.add("solve", t0)
+    for n, r in res.items():
+        _check_result(n, weights[n], r, lat)
+        if group_method.true_sequential:
+            model_q.get_parameter(n).copy_(r.dequant)
+        quantized[n] = r
+        t0 = time.perf_counter()
+        layers[n] = _layer_report(g.key, weights[n], r, stats, group_method, lat)
+        timer.add("report", t0)
+
+
+def _embedding_block(blocks, embed_names):
+    """The block holding the tied token embedding (None when the model has none)."""
+    return next((b for b in blocks if any(embed_names.intersection(g.weights) for st in b.stages
+                                          for g in st.groups)), None)
+
+
+def _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_block, samples, states_q, method, lattices,
+                              embed_names, cfg, timer, quantized, layers, n_positions) -> None:
+    """``embedding_order="first"``: quantize the tied token embedding before the decoder, so the decoder's statistics
+    see the quantized embedding in its input lookup, as inference does. Its statistics (the final decoder hidden
+    states) come from the FP decoder run on the quantized stream's current state (the quantized encoder output):
+    the decoder is not quantized yet. No FP-stream difference exists at that point, so H_Δ = 0 (no residual)."""
+    start = blocks.index(next(b for b in blocks if b is not embed_block and any(
+        g.domain != FRAMES for st in b.stages for g in st.groups)))
+    between = [b for b in blocks[start:] if b is not embed_block]
+    accs: dict[str, StatsAccumulator] = {}
+    for i, s in enumerate(samples):
+        t0 = time.perf_counter()
+        st = dict(states_q[i])
+        for b in between:
+            st = adapter.enter_block(model_fp, b, st, s)
+            for si in range(len(b.stages)):
+                st = adapter.advance(model_fp, b, si, st, s)
+        st = adapter.enter_block(model_fp, embed_block, st, s)
+        groups = [g for stg in embed_block.stages for g in stg.groups]
+        x = adapter.stage_inputs(model_fp, embed_block, 0, st, s, {g.key for g in groups})
+        t0 = timer.add("forward", t0)
+        for g in groups:
+            if g.key not in accs:
+                accs[g.key] = StatsAccumulator(x[g.key].shape[-1], track_delta=method.needs_fp_stream,
+                                               device=x[g.key].device)
+            rows = _select_rows(x[g.key], x[g.key] if method.needs_fp_stream else None, s, g.domain, cfg, g.key)
+            accs[g.key].add(*rows)
+        timer.add("stats", t0)
+    for stg in embed_block.stages:
+        for g in stg.groups:
+            stats = accs[g.key].finalize()
+            if method.needs_folds:   # one fold per utterance parity would need a second pass; no correction here
+                from .stats import FoldStats
+                zero = torch.zeros_like(stats.H_common)
+                stats.folds = [FoldStats(stats.H, zero, zero), FoldStats(stats.H, zero, zero)]
+            n_positions[g.key] = stats.n_common + stats.n_tail
+            _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers)
+
+
 def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg,
-                timer) -> bool:
+                timer, folds: bool = False) -> bool:
     """Statistics of ``groups`` over all utterances. The FP stream's weights never change, so each utterance's
     FP state is advanced past the stage right after its inputs are used (same operations, same values as
     advancing it after the solve) and nothing of it (e.g. fc2's [frames, 4d] input) is kept across
@@ -280,10 +411,15 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
         t0 = timer.add("forward", t0)
         for g in groups:
             if g.key not in accs:
-                accs[g.key] = StatsAccumulator(xq[g.key].shape[-1], track_delta=model_fp is not None,
-                                               device=xq[g.key].device)
+                n, dev = xq[g.key].shape[-1], xq[g.key].device
+                accs[g.key] = (FoldedStatsAccumulator(n, device=dev) if folds else
+                               StatsAccumulator(n, track_delta=model_fp is not None, device=dev))
             try:
-                accs[g.key].add(*_select_rows(xq[g.key], xfp[g.key] if xfp is not None else None, s, g.domain, cfg))
+                rows = _select_rows(xq[g.key], xfp[g.key] if xfp is not None else None, s, g.domain, cfg, g.key)
+                if folds:
+                    accs[g.key].add(*rows, fold=i % 2)   # folds split by utterance, never by position
+                else:
+                    accs[g.key].add(*rows)
             except ValueError as e:
                 raise ValueError(f"{', '.join(g.weights)}: {e} (utterance {s.id})") from None
         t0 = timer.add("stats", t0)
@@ -296,28 +432,34 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
     return model_fp is not None
 
 
-def _check_result(name: str, W: torch.Tensor, r: LinearResult, fmt: QuantFormat) -> None:
-    if tuple(r.codes.shape) != tuple(W.shape) or r.codes.dtype != torch.int8:
-        raise RuntimeError(f"{name}: method returned codes {tuple(r.codes.shape)} {r.codes.dtype} for {tuple(W.shape)}")
-    if int(r.codes.min()) < fmt.qmin or int(r.codes.max()) > fmt.qmax:
-        raise RuntimeError(f"{name}: codes outside the {fmt.name} lattice [{fmt.qmin}, {fmt.qmax}]")
-    if not torch.isfinite(r.dequant).all():
-        raise ValueError(f"{name}: quantized weight is not finite")
+def _check_result(name: str, W: torch.Tensor, r: LinearResult, lat: Lattice) -> None:
+    rows, cols = W.shape
+    want = (rows, lat.qtype.row_bytes(cols))
+    if r.qtype is not lat.qtype or tuple(r.data.shape) != want or r.data.dtype != torch.uint8:
+        raise RuntimeError(f"{name}: method returned {r.qtype.name} bytes {tuple(r.data.shape)} {r.data.dtype}, "
+                           f"expected {lat.name} {want}")
+    if tuple(r.dequant.shape) != (rows, cols) or not torch.isfinite(r.dequant).all():
+        raise ValueError(f"{name}: quantized weight is not finite (or has the wrong shape)")
 
 
 def _layer_report(key: str, W: torch.Tensor, r: LinearResult, stats: GroupStats, method: QuantMethod,
-                  fmt: QuantFormat) -> dict[str, Any]:
-    rtn = rtn_quantize(W, fmt).dequant.to(W.device)
+                  lat: Lattice) -> dict[str, Any]:
+    """Per-layer diagnostics: relative H-weighted error of RTN (whisper.cpp's quantize), imatrix RTN (ggml's
+    importance-weighted quantizer with this layer's per-column mean x^2) and the method, under the calibration
+    metric H (and H_tail when tail positions exist)."""
+    baselines = {"_rtn": rtn_quantize(W, lat).dequant.to(W.device),
+                 "_imatrix": rtn_quantize(W, lat, imatrix_from_stats(stats)).dequant.to(W.device)}
     metrics = {"": stats.H, "_tail": stats.H_tail} if stats.n_tail else {"": stats.H}
     rep = {
         "group": key,
+        "type": lat.name,
         "shape": list(W.shape),
         "n_common": stats.n_common, "n_tail": stats.n_tail,
         "tr_H_common": float(torch.trace(stats.H_common)), "tr_H_tail": float(torch.trace(stats.H_tail)),
     }
-    for suffix, H in metrics.items():   # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ), RTN before and the method after
+    for suffix, H in metrics.items():   # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) for RTN, imatrix RTN and the method
         den = h_inner(W, W, H)
-        for label, W_hat in (("_rtn", rtn), ("", r.dequant.to(W.device))):
+        for label, W_hat in (*baselines.items(), ("", r.dequant.to(W.device))):
             dW = W - W_hat
             rep[f"rel_err{suffix}{label}"] = h_inner(dW, dW, H) / den if den > 0 else 0.0
     rep.update({k: v for k, v in r.info.items()})

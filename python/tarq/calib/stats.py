@@ -20,12 +20,22 @@ import torch
 
 
 @dataclass
+class FoldStats:
+    """One calibration fold's statistics (FADE's cross-fitting, methods/fade.py): H = Σ x̂x̂ᵀ, C = H_Δ = Σ δ x̂ᵀ and
+    D = Σ δδᵀ with δ = x_fp − x̂, over the utterances of the fold."""
+    H: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor
+
+
+@dataclass
 class GroupStats:
     H_common: torch.Tensor          # float64 [n, n]
     H_tail: torch.Tensor            # float64 [n, n] (zeros when no tail positions)
     H_delta: torch.Tensor | None    # float64 [n, n] or None when the FP stream is not tracked
     n_common: int                   # positions (weighted: a subsampled padding frame counts for those it stands for)
     n_tail: int
+    folds: list[FoldStats] | None = None   # per-fold statistics when the method cross-fits (two folds by utterance)
 
     @property
     def H(self) -> torch.Tensor:
@@ -121,3 +131,34 @@ class StatsAccumulator:
             for H in (self.H_common, H_tail):
                 H.copy_(torch.tril(H) + torch.tril(H, -1).T)
         return GroupStats(self.H_common, H_tail, self.H_delta, int(round(self.n_common)), int(round(self.n_tail)))
+
+
+class FoldedStatsAccumulator:
+    """Statistics kept per calibration fold (utterances alternate between two folds) plus D = Σ δδᵀ per fold, for
+    methods that judge a correction fitted on one fold against the other (FADE's R_calib). ``finalize`` sums the
+    folds into the ordinary GroupStats (identical sums, in a different order) and attaches the fold statistics."""
+
+    def __init__(self, n: int, device: torch.device | str = "cpu", n_folds: int = 2):
+        self.folds = [StatsAccumulator(n, track_delta=True, device=device) for _ in range(n_folds)]
+        self.D = [torch.zeros(n, n, dtype=torch.float64, device=device) for _ in range(n_folds)]
+        self.n = n
+
+    def add(self, x_q, x_fp=None, tail=None, weight=None, *, fold: int = 0) -> None:
+        if x_fp is None:
+            raise ValueError("cross-fitted statistics need the FP-stream activations")
+        acc = self.folds[fold % len(self.folds)]
+        acc.add(x_q, x_fp, tail, weight)
+        d = x_fp.reshape(-1, self.n).float() - x_q.reshape(-1, self.n).float()
+        if weight is not None:
+            w = torch.as_tensor(weight, dtype=torch.float32, device=d.device).reshape(-1).expand(d.shape[0])
+            d = d * w.sqrt()[:, None]
+        self.D[fold % len(self.folds)] += (d.T @ d).double()
+
+    def finalize(self) -> GroupStats:
+        parts = [a.finalize() for a in self.folds]
+        total = GroupStats(
+            H_common=sum(p.H_common for p in parts), H_tail=sum(p.H_tail for p in parts),
+            H_delta=sum(p.H_delta for p in parts), n_common=sum(p.n_common for p in parts),
+            n_tail=sum(p.n_tail for p in parts))
+        total.folds = [FoldStats(H=p.H, C=p.H_delta, D=D) for p, D in zip(parts, self.D)]
+        return total

@@ -9,15 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-QTYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0"]
-
 
 def register(subparsers) -> None:
+    from ..ggml import QUANT_TYPES
+
+    qtypes = list(QUANT_TYPES)
     p = subparsers.add_parser(
         "export", help="export to whisper.cpp (.bin) or a runtime's GGUF dialect",
-        description="Export a tarq quantized-model directory bit-exactly (codes and scales verbatim) to a runtime's "
+        description="Export a tarq quantized-model directory bit-exactly (ggml bytes verbatim) to a runtime's "
                     "file, or a float Whisper model (model spec) as F16/F32 or as whisper.cpp's own RTN "
-                    "quantization (--rtn).",
+                    "quantization (--rtn, optionally importance-weighted with --imatrix).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("source", help="quantized-model directory, or a Whisper model spec (tiny.en, base, HF/CT2 dir) "
                                   "together with --rtn/--f16/--f32")
@@ -27,16 +28,23 @@ def register(subparsers) -> None:
                    help="GGUF dialect: crispasr (Qwen3-ASR, Moonshine), qwen3-asr.cpp (Qwen3-ASR), or generic "
                         "(tarq's own layout; no runtime loads it). Default: the family's first runtime dialect")
     p.add_argument("--out", "-o", required=True, type=Path, help="output file")
-    p.add_argument("--type", choices=QTYPES + ["f32"], default=None,
-                   help="ggml block type for a quantized directory (default: each tensor's own format; q4_0 codes "
-                        "also fit q4_1/q5_0/q5_1/q8_0 exactly; GGUF dialects take q4_0/q5_0/q8_0, or f32: the exact "
-                        "dequantized weights, a diagnostic file for comparing a runtime's arithmetic)")
+    p.add_argument("--type", choices=qtypes + ["f32"], default=None,
+                   help="store a quantized directory's tensors in this container type (default: their own; q4_0 "
+                        "data also fits q4_1/q5_0/q5_1/q8_0 exactly; f32: the exact dequantized weights, a "
+                        "diagnostic file for comparing a runtime's arithmetic)")
     base = p.add_mutually_exclusive_group()
-    base.add_argument("--rtn", choices=QTYPES, default=None,
-                      help="float Whisper model only: quantize like whisper.cpp's quantize tool (bit-exact clone)")
+    base.add_argument("--rtn", choices=qtypes, default=None,
+                      help="float Whisper model only: quantize like whisper.cpp's quantize tool (ggml's quantizer, "
+                           "bit-exact)")
     base.add_argument("--f16", action="store_true", help="float Whisper model only: F16 weights")
     base.add_argument("--f32", action="store_true", help="float Whisper model only: F32 weights (whisper.cpp 1.8.5 "
                                                          "CPU cannot run these; CrispASR can)")
+    p.add_argument("--imatrix", type=Path, default=None, metavar="CALIB",
+                   help="with --rtn: ggml's importance-weighted quantization, importance = per-column mean x^2 of "
+                        "each weight's inputs over CALIB audio on the float model (llama.cpp/CrispASR imatrix)")
+    p.add_argument("--n-calib", type=int, default=128, help="--imatrix: calibration utterances (seeded subset)")
+    p.add_argument("--seed", type=int, default=0, help="--imatrix: subset seed")
+    p.add_argument("--threads", type=int, default=2, help="--imatrix: torch and native threads")
     p.set_defaults(func=run)
 
 
@@ -44,7 +52,6 @@ def _rtn_checkpoint(spec: str, fmt: str):
     """An in-memory QuantizedCheckpoint of the whisper.cpp RTN baseline (for --to gguf --dialect generic --rtn)."""
     from ..export import whisper_names as names
     from ..export.whisper_export import rtn_quantized_tensors
-    from ..formats import get_format
     from ..models import load_model
     from ..qmodel import QuantizedCheckpoint
 
@@ -55,8 +62,7 @@ def _rtn_checkpoint(spec: str, fmt: str):
     sd = lm.model.state_dict()
     q = rtn_quantized_tensors(sd, fmt)
     floats = {k: v.float() for k, v in sd.items() if k not in q and names.hf_to_cpp(k) is not None}
-    fmt_ = get_format(fmt, 32)
-    meta = {"family": lm.family, "format": fmt_.name, "group_size": 32, "method": "ggml_rtn", "source_model": spec}
+    meta = {"family": lm.family, "format": fmt, "group_size": None, "method": "ggml_rtn", "source_model": spec}
     return QuantizedCheckpoint(Path(spec), meta, lm.model.config.to_dict(), q, floats)
 
 
@@ -69,8 +75,28 @@ def _target(family_name: str, to: str | None, dialect: str | None):
     return fam.export_target(to, dialect)
 
 
+def _imatrix_dir(args, workdir: Path) -> Path:
+    """The imatrix-RTN baseline as a quantized directory: the calibration pipeline with the ``imatrix`` method
+    (statistics on the float model, ggml_quantize_chunk with per-column mean x^2 as quant_weights)."""
+    from ..calib.driver import quantize_loaded_model
+    from ..calib.pipeline import CalibConfig
+    from ..data import load_dataset
+    from ..ggml import TypePlan
+    from ..methods import get_method
+    from ..models import load_model
+
+    if not args.imatrix.exists():
+        raise FileNotFoundError(f"{args.imatrix}: calibration set not found")
+    utterances = load_dataset(args.imatrix)
+    if not utterances:
+        raise ValueError(f"{args.imatrix}: no utterances found")
+    cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, threads=args.threads, progress=False)
+    return quantize_loaded_model(load_model(args.source), get_method("imatrix"), TypePlan(args.rtn), utterances,
+                                 workdir / "imatrix", cfg, calib_name=str(args.imatrix))
+
+
 def run(args) -> int:
-    from ..qmodel import is_quantized_dir, load_quantized_dir
+    from ..qmodel import is_quantized_dir
 
     is_qdir = is_quantized_dir(args.source)
     float_type = "f16" if args.f16 else "f32" if args.f32 else None
@@ -80,10 +106,19 @@ def run(args) -> int:
         if Path(args.source).is_dir() and not (Path(args.source) / "config.json").exists():
             raise FileNotFoundError(f"{args.source}: neither a tarq quantized directory nor a model directory")
         raise ValueError(f"{args.source}: not a quantized directory; for a float model give --rtn TYPE or --f16")
+    if args.imatrix is not None and not args.rtn:
+        raise ValueError("--imatrix CALIB goes with --rtn TYPE (importance-weighted RTN of a float model)")
     if is_qdir:
-        ckpt = load_quantized_dir(args.source)
-        target = _target(ckpt.family, args.to, args.dialect)
-        out = target.write(ckpt, args.out, qtype=args.type)
+        out = _export_dir(args.source, args)
+    elif args.imatrix is not None:
+        import shutil
+        import tempfile
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tarq-imatrix-", dir=args.out.parent) as tmp:
+            qdir = _imatrix_dir(args, Path(tmp))
+            out = _export_dir(qdir, args)
+            shutil.copyfile(qdir / "report.json", str(out) + ".report.json")
     elif (args.to or "whisper.cpp") == "whisper.cpp" and args.dialect is None:
         from ..export.whisper_export import export_whisper_cpp
 
@@ -92,9 +127,7 @@ def run(args) -> int:
         out = export_whisper_cpp(args.source, args.out, rtn=args.rtn, float_type=float_type)
     else:
         if float_type:
-            raise ValueError("GGUF export of float models is not supported; use --rtn q4_0|q8_0 or a quantized dir")
-        if args.rtn not in ("q4_0", "q8_0"):
-            raise ValueError(f"GGUF --rtn supports q4_0 and q8_0, not {args.rtn}")
+            raise ValueError("GGUF export of float models is not supported; use --rtn TYPE or a quantized dir")
         ckpt = _rtn_checkpoint(args.source, args.rtn)
         out = _target(ckpt.family, "gguf", args.dialect).write(ckpt, args.out, qtype=args.type)
     from ..export.integrity import write_checksum
@@ -102,3 +135,11 @@ def run(args) -> int:
     side = write_checksum(out)   # checked by tarq eval/transcribe --verify (and by sha256sum -c)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; checksum {side.name})")
     return 0
+
+
+def _export_dir(qdir, args) -> Path:
+    """A quantized directory to the target its family registers for --to/--dialect."""
+    from ..qmodel import load_quantized_dir
+
+    ckpt = load_quantized_dir(qdir)
+    return _target(ckpt.family, args.to, args.dialect).write(ckpt, args.out, qtype=args.type)

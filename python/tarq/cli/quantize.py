@@ -5,15 +5,18 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
+from ..calib.selection import STRATEGIES
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 
 log = logging.getLogger(__name__)
 
 # method options: CLI flag -> the methods' Config field (a flag given for a method without that field is an error)
-METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha"}
+METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha", "alpha_rule": "alpha_rule"}
 
 
 def register(subparsers) -> None:
+    from ..ggml import PLAN_FITS, QUANT_TYPES
     from ._choices import methods
 
     p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
@@ -21,15 +24,28 @@ def register(subparsers) -> None:
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir of Whisper, Qwen3-ASR or Moonshine "
                                  "| cached hub id")
     p.add_argument("--method", default="tarq", choices=methods(), help="quantization method (default tarq)")
-    p.add_argument("--format", default="q4_0", help="export lattice: q4_0 (default) or q8_0")
-    p.add_argument("--group-size", type=int, default=32, help="32 (ggml block, default), 64 or 128")
-    p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
+    p.add_argument("--format", default="q4_0", choices=list(QUANT_TYPES), metavar="TYPE",
+                   help="ggml type every quantized weight gets (default q4_0; " + ", ".join(QUANT_TYPES) +
+                        "; see --tensor-type)")
+    p.add_argument("--tensor-type", "--type-override", dest="tensor_type", action="append", default=[],
+                   metavar="REGEX=TYPE",
                    help="quantize the weights whose Hugging Face name matches REGEX onto TYPE instead (repeatable; "
                         "first match wins; weights quantized together, e.g. q/k/v, must match alike)")
     p.add_argument("--audio-tower-type", default=None, metavar="TYPE",
                    help="quantize the model's audio encoder (and projector) onto TYPE, e.g. q8_0 as CrispASR's own "
                         "quantizer keeps Qwen3-ASR's audio tower")
-    p.add_argument("--calib", type=Path, help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="columns sharing one fitted scale: the type's block (default); Q4_0/Q5_0/Q8_0 also 64, 128")
+    p.add_argument("--lattice-fit", choices=PLAN_FITS, default="auto",
+                   help="how the solver fits each group's scales from the current weights: ggml's own search "
+                        "(plain), its importance-weighted search with diag(H) as importance (weighted), or auto "
+                        "(weighted, except plain for q4_0 so its codes match earlier releases)")
+    p.add_argument("--calib", type=Path, action="append", default=[],
+                   help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder; repeat to mix sets "
+                        "(their concatenation)")
+    p.add_argument("--calib-select", choices=STRATEGIES, default="random",
+                   help="which --n-calib utterances: seeded random (default), or the TARQ paper's rare-biased pools "
+                        "r-top / r-mix / r-cross (top rare-word density; half top, half random; top per source)")
     p.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
     p.add_argument("--n-calib", type=int, default=128, help="calibration utterances (seeded subset)")
     p.add_argument("--seed", type=int, default=0)
@@ -58,6 +74,21 @@ def register(subparsers) -> None:
                         "statistics (default) or whisper.cpp's RTN")
     p.add_argument("--embed-damp", type=float, default=1.0,
                    help="relative damping for the token embedding (default 1.0; it is also the input lookup)")
+    p.add_argument("--embedding-order", choices=("last", "first"), default="last",
+                   help="quantize the tied embedding after every Linear (last) or before the decoder, so the "
+                        "decoder's statistics see the quantized input lookup (first)")
+    a = p.add_argument_group("FP analysis pass (docs/methods.md: loss sensitivity, encoder-frame tags)")
+    a.add_argument("--sensitivity", choices=SENSITIVITY, default="none",
+                   help="weight each position's statistics by the loss gradient at the layer's output (fisher)")
+    a.add_argument("--sensitivity-labels", choices=SENSITIVITY_LABELS, default="sampled",
+                   help="labels of the loss: sampled from the FP model (Fisher, default) or the transcript")
+    a.add_argument("--sensitivity-mix", type=float, default=1.0, metavar="BETA",
+                   help="w = (1 - BETA) + BETA * s / mean(s) (1: pure sensitivity weights, 0: none)")
+    a.add_argument("--frame-tags", choices=FRAME_TAGS, default="none",
+                   help="tag encoder frames that tail decoder positions attend to (alignment heads) as tail rows")
+    a.add_argument("--frame-dilation", type=int, default=3, help="frames added on each side of a tagged peak")
+    a.add_argument("--alpha-rule", choices=("closed-form", "fade"), default=None,
+                   help="tarq: the residual's α by eq. 12 (closed-form) or per layer by FADE's scores (fade)")
     p.add_argument("--threads", type=int, default=2,
                    help="CPU threads for every pool (PyTorch, native kernels; default 2)")
     p.add_argument("--device", default="cpu",
@@ -80,18 +111,18 @@ def _overrides(args) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from ..calib.driver import quantize_loaded_model, resolve_device
     from ..calib.pipeline import CalibConfig
-    from ..calib.type_policy import TypePolicy
-    from ..formats import get_format
+    from ..ggml import TypePlan, get_type
     from ..methods import get_method
 
     resolve_device(args.device)   # fail before minutes of model loading and audio decoding
-    fmt = get_format(args.format, args.group_size)
     if args.threads < 1:
         raise ValueError("--threads must be at least 1")
     if args.pad_stride is not None and args.pad_stride < 1:
         raise ValueError("--pad-stride must be at least 1")
     overrides = _overrides(args)
-    TypePolicy.build(fmt, {**overrides, **({"": args.audio_tower_type} if args.audio_tower_type else {})})  # validate
+    plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit)   # validate early
+    if args.audio_tower_type and not get_type(args.audio_tower_type).quantized:
+        raise ValueError(f"--audio-tower-type {args.audio_tower_type}: not a quantized type")
     given = {field: getattr(args, flag) for flag, field in METHOD_FLAGS.items() if getattr(args, flag) is not None}
     from ..methods.registry import method_options
 
@@ -100,31 +131,40 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)} does not apply to "
                          f"--method {args.method}")
     method = get_method(args.method, **given)
-    utterances = []
+    utterances, origin = [], None
     if method.needs_stats:
-        if args.calib is None:
+        if not args.calib:
             raise ValueError(f"--method {args.method} needs calibration data: pass --calib DATA")
-        if not args.calib.exists():
-            raise FileNotFoundError(f"{args.calib}: calibration set not found")
+        from ..calib.selection import combine_sources
         from ..data import load_dataset
 
-        utterances = load_dataset(args.calib)
-        if not utterances:
-            raise ValueError(f"{args.calib}: no utterances found")
+        sources = []
+        for path in args.calib:
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: calibration set not found")
+            utts = load_dataset(path)
+            if not utts:
+                raise ValueError(f"{path}: no utterances found")
+            sources.append(((path.name if path.is_dir() else path.parent.name) or str(path), utts))
+        utterances, origin = combine_sources(sources)
     from ..models import load_model
 
     loaded = load_model(args.model)
     if args.audio_tower_type:
         pattern = loaded.spec.audio_tower_pattern
-        overrides = {pattern: args.audio_tower_type, **overrides}
-    policy = TypePolicy.build(fmt, overrides) if overrides else fmt
+        plan = TypePlan(args.format, {pattern: args.audio_tower_type, **overrides}, group_size=args.group_size,
+                        fit=args.lattice_fit)
     frames = {k: v for k, v in (("encoder_frames", args.encoder_frames), ("pad_stride", args.pad_stride))
               if v is not None}
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, **frames, threads=args.threads, keep_stage_inputs=not args.low_memory,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
-                      progress=not args.no_progress)
-    out = quantize_loaded_model(loaded, method, policy, utterances, args.out, cfg,
-                                calib_name=str(args.calib) if args.calib else None)
+                      embedding_order=args.embedding_order, calib_select=args.calib_select,
+                      sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
+                      sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
+                      frame_dilation=args.frame_dilation, progress=not args.no_progress)
+    out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
+                                calib_name=",".join(str(c) for c in args.calib) if args.calib else None,
+                                calib_origin=origin)
     print(out)
     return 0

@@ -36,7 +36,7 @@ def default_cache_dir() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    from tarq.models.aliases import cache_root
+    from tarq.paths import cache_root
 
     return cache_root()
 

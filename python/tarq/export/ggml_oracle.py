@@ -1,4 +1,4 @@
-"""ggml itself, through ctypes, as the oracle for the NumPy block code (tests only; no build needed).
+"""ggml itself, through ctypes, as the oracle for tarq.ggml (tests and benchmarks only; never the product path).
 
 The runtime wheels ship ``libggml-base``: pywhispercpp (ggml 0.13.1, the library whisper.cpp 1.8.5
 runs on) and crispasr (its own ggml 0.26.0). Both export ``ggml_quantize_chunk`` (which for the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ggml_blocks import get_type
+from ..ggml import get_type
 
 
 class _TypeTraits(ctypes.Structure):
@@ -75,16 +75,22 @@ class GgmlLib:
     def traits(self, qtype) -> _TypeTraits:
         return self.lib.ggml_get_type_traits(get_type(qtype).type_id).contents
 
-    def quantize(self, qtype, x: np.ndarray) -> np.ndarray:
-        """float32 [rows, n] -> ggml bytes uint8 [rows, row_bytes] (no importance matrix)."""
+    def quantize(self, qtype, x: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        """float32 [rows, n] -> ggml bytes uint8 [rows, row_bytes]; ``imatrix`` (float32 [n], per-column
+        importance) is passed as ggml_quantize_chunk's last argument (quant_weights)."""
         t = get_type(qtype)
         x = np.ascontiguousarray(x, dtype=np.float32)
         rows, n = x.shape
         tr = self.traits(t)
         assert tr.type_size == t.type_size and tr.blck_size == t.block_size, f"{t.name}: struct mismatch"
         out = np.zeros((rows, t.row_bytes(n)), dtype=np.uint8)
+        qw = None
+        if imatrix is not None:
+            imatrix = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
+            assert imatrix.shape[0] == n, f"imatrix has {imatrix.shape[0]} entries for rows of {n}"
+            qw = imatrix.ctypes.data
         self.lib.ggml_quantize_init(t.type_id)
-        written = self.lib.ggml_quantize_chunk(t.type_id, x.ctypes.data, out.ctypes.data, 0, rows, n, None)
+        written = self.lib.ggml_quantize_chunk(t.type_id, x.ctypes.data, out.ctypes.data, 0, rows, n, qw)
         assert written == out.nbytes, f"ggml_quantize_chunk wrote {written} bytes, expected {out.nbytes}"
         return out
 

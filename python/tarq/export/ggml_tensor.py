@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ggml_blocks import BlockData, GgmlType, QuantType
+from ..ggml import GgmlType
 
 
 @dataclass
@@ -28,20 +28,19 @@ class GgmlTensor:
         values = np.asarray(values)
         return cls(name, ggml_type, values.shape, ggml_type.pack(values))
 
-    @classmethod
-    def from_blocks(cls, name: str, ggml_type: GgmlType, codes: np.ndarray, scales: np.ndarray,
-                    mins: np.ndarray | None = None) -> "GgmlTensor":
-        return cls(name, ggml_type, codes.shape, ggml_type.pack(codes, scales, mins))
-
     @property
     def n_per_row(self) -> int:
         return self.shape[-1] if self.shape else 1
 
-    def block_data(self) -> BlockData:
-        """Codes and per-block fp16 scales (and mins) of a quantized tensor (2-D: [rows, n_per_row])."""
-        if not isinstance(self.ggml_type, QuantType):
+    def rows(self) -> np.ndarray:
+        """The bytes as uint8 [rows, row_bytes]."""
+        return self.data.reshape(-1, self.ggml_type.row_bytes(self.n_per_row))
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray]:
+        """(codes [rows, n], params [rows, n / block]) of a block-quantized tensor."""
+        if not self.ggml_type.quantized:
             raise TypeError(f"tensor {self.name!r} is {self.ggml_type.name}, not block-quantized")
-        return self.ggml_type.unpack(self.data, self.n_per_row)
+        return self.ggml_type.decode(self.data, self.n_per_row)
 
     def to_float(self) -> np.ndarray:
         """float32 values in NumPy shape, as ggml's to_float gives them."""

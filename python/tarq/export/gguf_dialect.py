@@ -16,36 +16,25 @@ from typing import Any, Callable
 import numpy as np
 
 from .._atomic import atomic_path
-from .ggml_blocks import F16, F32, GgmlType, QuantType, get_type
+from ..ggml import F16, F32, GgmlType, convert_exact, get_type
 
 log = logging.getLogger(__name__)
 
 GGML_MAX_NAME = 64  # ggml tensor names are char[64] including the NUL
-# Symmetric codes fit these containers exactly (formats.md §2.1); asymmetric ones would need d·q + m.
-SYMMETRIC_CONTAINERS = ("q4_0", "q5_0", "q8_0")
-# "f32": the exact dequantized values as floats (a diagnostic file: the fake-quant model in the runtime's arithmetic)
-CONTAINERS = SYMMETRIC_CONTAINERS + ("f32",)
 
 
 def quantized_bytes(qt, container: str | None = None) -> tuple[GgmlType, np.ndarray]:
-    """(ggml type, uint8 [rows, row_bytes]) of one quantized tensor: the solver's codes and fp16 scales verbatim.
+    """(ggml type, uint8 [rows, row_bytes]) of one quantized tensor: the solver's ggml bytes verbatim.
 
-    THE seam to the quantized-tensor representation. Today a ``tarq.qmodel.QuantizedTensor`` holds codes + scales
-    and a lattice (Q4_0/Q8_0); the block bytes come from ``ggml_blocks``. When QuantizedTensor holds ggml bytes
-    (coord/API.md: ``qt.qtype``, ``qt.data``), this becomes ``return qt.qtype, qt.data.numpy()`` (plus the
-    container conversion below), and no dialect writer changes.
-    ``container``: store the codes in a wider symmetric block type (q4_0 codes in q5_0/q8_0 are exact), or "f32"
-    for the exact dequantized values.
-    """
-    name = container or qt.fmt.name
-    if name == "f32":
+    ``container``: store the data in another block type where that is exact (q4_0 data in q5_0/q8_0/q4_1/q5_1,
+    ``tarq.ggml.convert_exact`` checks it), or "f32" for the exact dequantized values (a diagnostic file)."""
+    if container == "f32":
         return F32, np.ascontiguousarray(qt.dequantize().numpy(), dtype=np.float32)
-    target = get_type(name)
-    if not isinstance(target, QuantType) or name not in SYMMETRIC_CONTAINERS:
-        raise ValueError(f"symmetric {qt.fmt.name} codes are stored as {', '.join(CONTAINERS)}, not {name}")
-    codes = qt.codes.numpy() if hasattr(qt.codes, "numpy") else np.asarray(qt.codes)
-    scales = qt.scales.numpy() if hasattr(qt.scales, "numpy") else np.asarray(qt.scales)
-    return target, target.pack(codes, scales)
+    data = qt.numpy()
+    if container is None or container == qt.qtype.name:
+        return qt.qtype, data
+    target = get_type(container)
+    return target, convert_exact(qt.qtype, data, qt.shape[1], target)
 
 
 def dequantized(ggml_type: GgmlType, raw: np.ndarray, n_per_row: int) -> np.ndarray:
@@ -173,5 +162,5 @@ def bpe_merges(tokenizer) -> list[str]:
     return [" ".join(m) if isinstance(m, list) else m for m in model.get("merges", [])]
 
 
-__all__ = ["GgufPlan", "PlannedTensor", "SYMMETRIC_CONTAINERS", "bpe_merges", "byte_level_vocab", "dequantized",
+__all__ = ["GgufPlan", "PlannedTensor", "bpe_merges", "byte_level_vocab", "dequantized",
            "quantized_bytes", "write_plan"]

@@ -1,8 +1,8 @@
 """GGUF export of a quantized-model directory (via the ``gguf`` package) and a reader for round trips.
 
-The solver's codes and fp16 scales are packed into ggml blocks by :mod:`ggml_blocks` and handed to
-``GGUFWriter.add_tensor(name, uint8 [rows, row_bytes], raw_dtype=...)``, so nothing is re-quantized.
-GGUF allows a different type per tensor; float tensors are written F32 (exact).
+A quantized directory holds every quantized weight as its exact ggml bytes (tarq.qmodel); they are handed to
+``GGUFWriter.add_tensor(name, uint8 [rows, row_bytes], raw_dtype=...)`` as they are, so nothing is re-quantized.
+GGUF allows a different type per tensor (each tensor keeps its own); float tensors are written F32 (exact).
 
 What a runtime needs (architecture name, metadata keys, tensor names) depends on the model family
 and the runtime's dialect, so it comes from a small registry of :class:`GgufFamily` entries:
@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._atomic import atomic_path
-from .ggml_blocks import GGML_TYPES_BY_ID, QuantType, get_type, group_scales
+from ..ggml import convert_exact, get_type
 from .ggml_tensor import GgmlTensor
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ def register_family(name: str, family: GgufFamily) -> None:
 
 def _generic_keys(writer, ckpt) -> None:
     writer.add_string("tarq.family", ckpt.family)
-    writer.add_string("tarq.format", ckpt.fmt.name)
-    writer.add_uint32("tarq.group_size", ckpt.fmt.group_size)
+    writer.add_string("tarq.format", str(ckpt.meta.get("format") or (ckpt.wtype.name if ckpt.wtype else "mixed")))
+    writer.add_uint32("tarq.group_size", int(ckpt.meta.get("group_size") or 0))
     writer.add_string("tarq.method", str(ckpt.meta.get("method", "unknown")))
     writer.add_string("tarq.config", json.dumps(ckpt.config, sort_keys=True, default=str))
 
@@ -68,22 +68,11 @@ class GgufModel:
     tensors: dict[str, GgmlTensor] = field(default_factory=dict)
 
     def quantized_tensors(self) -> dict[str, Any]:
-        """{name: QuantizedTensor} for the Q4_0 / Q8_0 tensors, scales regrouped to tarq.group_size."""
-        import torch
-
-        from ..formats import get_format
+        """{name: QuantizedTensor} for every block-quantized 2-D tensor (bytes as stored)."""
         from ..qmodel import QuantizedTensor
 
-        g = int(self.kv.get("tarq.group_size", 32))
-        out = {}
-        for name, t in self.tensors.items():
-            if t.ggml_type.name not in ("q4_0", "q8_0"):
-                continue
-            bd = t.block_data()
-            scales = group_scales(bd.scales, g, f"{name} scales")
-            out[name] = QuantizedTensor(torch.from_numpy(bd.codes.copy()), torch.from_numpy(scales),
-                                        get_format(t.ggml_type.name, g))
-        return out
+        return {name: QuantizedTensor(t.ggml_type, t.rows().copy(), t.shape) for name, t in self.tensors.items()
+                if t.ggml_type.quantized and len(t.shape) == 2}
 
 
 def _gguf_type(t):
@@ -92,7 +81,8 @@ def _gguf_type(t):
 
 
 def write_gguf(ckpt, out_path: str | os.PathLike, *, family: str = "generic", qtype: str | None = None) -> Path:
-    """Write a QuantizedCheckpoint (or its directory) to GGUF atomically; codes and scales verbatim."""
+    """Write a QuantizedCheckpoint (or its directory) to GGUF atomically; ggml bytes verbatim (``qtype``: store
+    every quantized tensor in that container type, exactly; see tarq.ggml.convert_exact)."""
     import gguf
 
     from ..qmodel import QuantizedCheckpoint, load_quantized_dir
@@ -103,9 +93,9 @@ def write_gguf(ckpt, out_path: str | os.PathLike, *, family: str = "generic", qt
         fam = FAMILIES[family]
     except KeyError:
         raise ValueError(f"unknown GGUF family {family!r}; registered: {sorted(FAMILIES)}") from None
-    target = get_type(qtype or ckpt.fmt.name)
-    if not isinstance(target, QuantType) or target.has_min:
-        raise ValueError(f"GGUF export stores symmetric codes as q4_0/q5_0/q8_0, not {target.name}")
+    target = get_type(qtype) if qtype else None
+    if target is not None and not target.quantized:
+        raise ValueError(f"--type {target.name} is not a quantized type")
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         w = gguf.GGUFWriter(str(tmp), fam.arch)
@@ -116,11 +106,12 @@ def write_gguf(ckpt, out_path: str | os.PathLike, *, family: str = "generic", qt
             name = _checked_name(fam.tensor_name(hf), hf, out_path)
             if name is None:
                 continue
+            t = target or qt.qtype
             try:
-                raw = target.pack(qt.codes.numpy(), qt.scales.numpy())
+                raw = convert_exact(qt.qtype, qt.numpy(), qt.shape[1], t)
             except ValueError as e:
-                raise ValueError(f"{ckpt.path}: {hf}: cannot store {ckpt.fmt.name} codes as {target.name}: {e}") from None
-            w.add_tensor(name, raw, raw_dtype=_gguf_type(target))
+                raise ValueError(f"{ckpt.path}: {hf}: {e}") from None
+            w.add_tensor(name, np.ascontiguousarray(raw).reshape(qt.shape[0], -1), raw_dtype=_gguf_type(t))
         for hf, v in ckpt.floats.items():
             name = _checked_name(fam.tensor_name(hf), hf, out_path)
             if name is not None and hf not in ckpt.quantized:
@@ -159,12 +150,13 @@ def read_gguf(path: str | os.PathLike) -> GgufModel:
         kv = {k: _field_value(f) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
         tensors = {}
         for rt in reader.tensors:
-            tid = int(rt.tensor_type)
-            if tid not in GGML_TYPES_BY_ID:
-                raise ValueError(f"{path}: tensor {rt.name!r} has unsupported ggml type {rt.tensor_type!r}")
+            try:
+                t = get_type(int(rt.tensor_type))
+            except ValueError:
+                raise ValueError(f"{path}: tensor {rt.name!r} has unsupported ggml type {rt.tensor_type!r}") from None
             shape = tuple(int(d) for d in reversed(rt.shape.tolist()))
             raw = np.ascontiguousarray(rt.data).view(np.uint8).reshape(-1)
-            tensors[rt.name] = GgmlTensor(rt.name, GGML_TYPES_BY_ID[tid], shape, raw)
+            tensors[rt.name] = GgmlTensor(rt.name, t, shape, raw)
     except Exception as e:  # noqa: BLE001 - any failure on untrusted bytes is a corrupt file; say which
         msg = " ".join(str(e).split())
         if msg.startswith(str(path)):

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import whisper_names as names
 from .._atomic import atomic_write
-from .ggml_blocks import F16, F32, GGML_TYPES_BY_FTYPE, GGML_TYPES_BY_ID, GgmlType, get_type
+from ..ggml import F16, F32, GgmlType, get_type, type_for_ftype
 from .ggml_tensor import GgmlTensor
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ class WhisperHParams:
         """The type every Linear weight and the token embedding must have (ggml_ftype_to_ggml_type)."""
         base = self.ftype % GGML_QNT_VERSION_FACTOR
         try:
-            return GGML_TYPES_BY_FTYPE[base]
-        except KeyError:
+            return type_for_ftype(base)
+        except ValueError:
             raise ValueError(f"unsupported ftype {self.ftype} (ggml_ftype {base})") from None
 
     def as_tuple(self) -> tuple[int, ...]:
@@ -289,19 +289,23 @@ def read_whisper_cpp(path: str | os.PathLike) -> WhisperModelFile:
             raise ValueError(f"{path}: tensor record at offset {cur.pos - 12} has name length {name_len}")
         ne = cur.ints(f"{n_dims}i", "tensor dims")
         name = bytes(cur.take(name_len, "tensor name")).decode("utf-8", errors="replace")
-        if type_id not in GGML_TYPES_BY_ID:
-            raise ValueError(f"{path}: tensor {name!r} has unknown or unsupported ggml type {type_id}")
+        try:
+            t = get_type(type_id)
+        except ValueError:
+            raise ValueError(f"{path}: tensor {name!r} has unknown or unsupported ggml type {type_id}") from None
         if any(d <= 0 for d in ne):
             raise ValueError(f"{path}: tensor {name!r} has bad dims {ne}")
         if name in tensors:
             raise ValueError(f"{path}: tensor {name!r} appears twice")
-        t = GGML_TYPES_BY_ID[type_id]
         shape = tuple(reversed(ne))
         try:
             nbytes = t.nbytes(shape)
         except ValueError as e:
             raise ValueError(f"{path}: tensor {name!r}: {e}") from None
         data = np.frombuffer(cur.take(nbytes, f"data of tensor {name!r}"), dtype=np.uint8)
+        if names.role(name, len(shape)) == "weight" and t is not wtype:
+            raise ValueError(f"{path}: tensor {name!r} is {t.name}, but the header's ftype {hp.ftype} says every "
+                             f"weight is {wtype.name} (whisper.cpp would reject the file)")
         tensors[name] = GgmlTensor(name, t, shape, data)
     log.debug("%s: %d tensors, weight type %s", path, len(tensors), wtype.name)
     return WhisperModelFile(hp, mel, vocab, tensors)
@@ -311,12 +315,13 @@ def quantize_whisper_file(mf: WhisperModelFile, qtype, quantizer=None) -> Whispe
     """What whisper.cpp's ``quantize`` tool does to a model file, in NumPy.
 
     Every 2-D tensor except the positional embeddings and conv biases is read as float32 (F16 widened)
-    and re-quantized with ``quantizer(qtype, x_f32) -> bytes`` (default: the bit-exact NumPy clone of
-    ggml's reference quantizer); the rest is copied. The header's ftype becomes 2000 + ggml_ftype.
+    and re-quantized with ``quantizer(qtype, x_f32) -> bytes`` (default: tarq.ggml.ggml_quantize, bit-exact
+    with ggml_quantize_chunk without an importance matrix); the rest is copied. The header's ftype becomes
+    2000 + ggml_ftype.
     """
-    from .ggml_rtn import ggml_reference_quantize_bytes
+    from ..ggml import ggml_quantize
 
-    quantizer = quantizer or ggml_reference_quantize_bytes
+    quantizer = quantizer or ggml_quantize
     t = get_type(qtype)
     skip = {"encoder.conv1.bias", "encoder.conv2.bias", "encoder.positional_embedding",
             "decoder.positional_embedding"}

@@ -1,11 +1,11 @@
 """Build whisper.cpp model files from what tarq has: a quantized directory, or a float model.
 
-* :func:`checkpoint_to_whisper_file` writes the solver's codes and fp16 scales verbatim (no
-  re-quantization). Codes may be stored in a wider container than their lattice: Q4_0 codes go
-  into Q4_1 as ``d = s, m = -8 s`` (and Q5_1 as ``m = -16 s``), into Q5_0 / Q8_0 as they are; the
-  dequantized values stay bit-identical (formats.md §2.1).
-* :func:`float_to_whisper_file` writes F16/F32 models, or the whisper.cpp ``quantize`` baseline:
-  RTN by the bit-exact clone of ggml's reference quantizer applied to the fp16-rounded weights.
+* :func:`checkpoint_to_whisper_file` writes the directory's ggml bytes verbatim (no re-quantization). Symmetric
+  data may be stored in a wider container (``--type``): Q4_0 codes into Q4_1 as ``d, m = -8 d``, into Q5_0 /
+  Q8_0 as they are (tarq.ggml.convert_exact checks the weights stay bit-identical).
+* :func:`float_to_whisper_file` writes F16/F32 models, or the whisper.cpp ``quantize`` baseline: ggml's
+  quantizer (tarq.ggml.ggml_quantize, bit-exact) on the fp16-rounded weights, optionally with per-weight
+  importance vectors (imatrix RTN).
 * :func:`rtn_quantized_tensors` gives that same baseline as QuantizedTensors, so it can be saved
   as a tarq quantized directory and evaluated with every other backend.
 """
@@ -18,17 +18,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..ggml import F16, F32, GgmlType, as_f16_source, convert_exact, get_type, ggml_quantize
+from ..ggml.plan import check_fits
 from . import whisper_names as names
-from .ggml_blocks import F16, F32, GgmlType, QuantType, get_type
-from .ggml_rtn import as_f16_source, ggml_reference_quantize
 from .whisper_assets import mel_filters, vocab_bytes
 from .ggml_tensor import GgmlTensor
 from .whisper_cpp import WhisperHParams, WhisperModelFile, ftype_for, write_whisper_bin
 
 log = logging.getLogger(__name__)
-
-# offset that turns a symmetric code into the unsigned code of an asymmetric container (m = -offset * d)
-_ASYM_OFFSET = {"q4_1": 8, "q5_1": 16}
 
 
 def _np(t: Any) -> np.ndarray:
@@ -93,21 +90,8 @@ def _map_floats(floats: Mapping[str, Any], wtype: GgmlType, where: str,
     return out
 
 
-def _container_codes(codes: np.ndarray, scales: np.ndarray, target: QuantType, what: str):
-    """Store symmetric codes (d * q) in ``target``; returns (codes, scales, mins) for pack()."""
-    if not target.has_min:
-        return codes, scales, None
-    off = _ASYM_OFFSET[target.name]
-    s32 = scales.astype(np.float32)
-    with np.errstate(over="ignore"):
-        mins = (s32 * np.float32(-off)).astype(np.float16)
-    if not np.array_equal(mins.astype(np.float32), s32 * np.float32(-off)):
-        raise ValueError(f"{what}: -{off}*scale overflows fp16; cannot store exactly as {target.name}")
-    return codes.astype(np.int16) + off, scales, mins
-
-
 def checkpoint_to_whisper_file(ckpt, *, qtype: str | None = None, tokenizer: Any = None) -> WhisperModelFile:
-    """A QuantizedCheckpoint (or its directory) as a whisper.cpp model, codes and scales verbatim."""
+    """A QuantizedCheckpoint (or its directory) as a whisper.cpp model, ggml bytes verbatim."""
     from ..qmodel import QuantizedCheckpoint, load_quantized_dir
 
     if not isinstance(ckpt, QuantizedCheckpoint):
@@ -115,41 +99,47 @@ def checkpoint_to_whisper_file(ckpt, *, qtype: str | None = None, tokenizer: Any
     where = str(ckpt.path)
     if ckpt.meta.get("family", "whisper") != "whisper":
         raise ValueError(f"{where}: family {ckpt.meta.get('family')!r} cannot be exported to whisper.cpp")
-    target = get_type(qtype or ckpt.fmt.name)
-    if not isinstance(target, QuantType):
+    if qtype is None and ckpt.wtype is None:
+        raise ValueError(f"{where}: tensors have different types ({', '.join(sorted(ckpt.types))}); whisper.cpp "
+                         f"needs one type for every weight (export to GGUF, or pass --type to store all in one)")
+    target = get_type(qtype) if qtype else ckpt.wtype
+    if not target.quantized:
         raise ValueError(f"{where}: --type {target.name} is not a quantized type; export the float model instead")
     tensors: dict[str, GgmlTensor] = {}
     for hf, qt in ckpt.quantized.items():
         cpp = names.hf_to_cpp(hf)
         if cpp is None:
             continue
-        if names.role(cpp, qt.codes.ndim) != "weight":
+        if names.role(cpp, len(qt.shape)) != "weight":
             raise ValueError(f"{where}: {hf} is quantized, but whisper.cpp stores {cpp} as float")
-        what = f"{where}: {hf}"
-        codes, scales, mins = _container_codes(_np(qt.codes), _np(qt.scales), target, what)
         try:
-            tensors[cpp] = GgmlTensor.from_blocks(cpp, target, codes, scales, mins)
+            data = convert_exact(qt.qtype, qt.numpy(), qt.shape[1], target)
         except ValueError as e:
-            raise ValueError(f"{what}: cannot store {ckpt.fmt.name} codes as {target.name}: {e}") from None
+            raise ValueError(f"{where}: {hf}: {e}") from None
+        tensors[cpp] = GgmlTensor(cpp, target, qt.shape, data)
     tensors.update(_map_floats({k: v for k, v in ckpt.floats.items() if k not in ckpt.quantized}, target, where))
     shapes = {k: t.shape for k, t in tensors.items()}
     return _model_file(_hparams(ckpt.config, shapes, target), tensors, tokenizer or ckpt.path)
 
 
 def float_to_whisper_file(state_dict: Mapping[str, Any], config: Mapping[str, Any], tokenizer: Any, *,
-                          wtype: str | GgmlType = "f16") -> WhisperModelFile:
+                          wtype: str | GgmlType = "f16", imatrix: Mapping[str, Any] | None = None
+                          ) -> WhisperModelFile:
     """A float Whisper model as F16 / F32, or RTN-quantized exactly as whisper.cpp's quantize tool would.
 
-    For a quantized ``wtype`` the weights are rounded to fp16 first (the F16 file ``quantize`` reads)
-    and then quantized by the NumPy clone of ggml's reference quantizer.
-    """
+    For a quantized ``wtype`` the weights are rounded to fp16 first (the F16 file ``quantize`` reads) and
+    quantized by ggml's quantizer; ``imatrix`` ({HF weight name: per-column importance}) passes importance
+    weights to it for those weights (imatrix RTN)."""
     t = get_type(wtype)
+    by_cpp = {names.hf_to_cpp(hf): v for hf, v in (imatrix or {}).items()}
 
     def weight(cpp: str, value: np.ndarray) -> GgmlTensor:
         if not t.quantized:
             return GgmlTensor.from_float(cpp, value, t)
-        bd = ggml_reference_quantize(t, as_f16_source(value))
-        return GgmlTensor.from_blocks(cpp, t, bd.codes, bd.scales, bd.mins)
+        check_fits(cpp, t, value.shape[-1])
+        imx = by_cpp.get(cpp)
+        imx = None if imx is None else _np(imx).astype(np.float32)
+        return GgmlTensor(cpp, t, value.shape, ggml_quantize(t, as_f16_source(value), imx))
 
     tensors = _map_floats(state_dict, t, "float model", weight_fn=weight)
     return _model_file(_hparams(config, {k: v.shape for k, v in tensors.items()}, t), tensors, tokenizer)
@@ -165,30 +155,25 @@ def quantizable_names(state_dict: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def rtn_quantized_tensors(state_dict: Mapping[str, Any], fmt: str = "q4_0") -> dict[str, Any]:
-    """The whisper.cpp ``quantize`` baseline as ``{hf_name: QuantizedTensor}`` (group size 32).
+def rtn_quantized_tensors(state_dict: Mapping[str, Any], fmt: str = "q4_0",
+                          imatrix: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The whisper.cpp ``quantize`` baseline as ``{hf_name: QuantizedTensor}``: the same bytes as the tensors
+    :func:`float_to_whisper_file` writes for ``fmt`` (and ``imatrix``)."""
+    from ..qmodel import QuantizedTensor
 
-    Identical codes and scales to the tensors :func:`float_to_whisper_file` writes for ``fmt``.
-    """
-    import torch
-
-    from ..formats import get_format
-
-    qfmt = get_format(fmt, 32)
+    t = get_type(fmt)
     out = {}
     for hf in quantizable_names(state_dict):
-        bd = ggml_reference_quantize(fmt, as_f16_source(_np(state_dict[hf])))
-        out[hf] = _QT(torch.from_numpy(bd.codes), torch.from_numpy(bd.scales), qfmt)
+        w = _np(state_dict[hf])
+        check_fits(hf, t, w.shape[-1])
+        imx = (imatrix or {}).get(hf)
+        imx = None if imx is None else _np(imx).astype(np.float32)
+        out[hf] = QuantizedTensor(t, ggml_quantize(t, as_f16_source(w), imx), w.shape)
     return out
 
 
-def _QT(codes, scales, fmt):
-    from ..qmodel import QuantizedTensor
-    return QuantizedTensor(codes, scales, fmt)
-
-
 def save_rtn_quantized_dir(model: Any, out_dir: str | os.PathLike, fmt: str = "q4_0", *,
-                           save_extras=None, meta: dict | None = None) -> Path:
+                           save_extras=None, meta: dict | None = None, imatrix=None) -> Path:
     """Save the whisper.cpp RTN baseline of a float model as a tarq quantized directory.
 
     ``model`` is a LoadedModel (its tokenizer files are saved too) or a transformers Whisper model
@@ -201,10 +186,11 @@ def save_rtn_quantized_dir(model: Any, out_dir: str | os.PathLike, fmt: str = "q
     if save_extras is None and hasattr(model, "save_pretrained_extras"):
         save_extras = model.save_pretrained_extras
     sd = net.state_dict()
-    quantized = rtn_quantized_tensors(sd, fmt)
+    quantized = rtn_quantized_tensors(sd, fmt, imatrix)
     floats = {k: v for k, v in sd.items() if k not in quantized and names.hf_to_cpp(k) is not None}
+    method = "ggml_rtn" if imatrix is None else "ggml_imatrix"
     return save_quantized_model(out_dir, family="whisper", config=net.config.to_dict(), quantized=quantized,
-                                floats=floats, meta={"method": "ggml_rtn", **(meta or {})},
+                                floats=floats, meta={"method": method, **(meta or {})},
                                 save_extras=save_extras)
 
 
@@ -223,13 +209,15 @@ def _resolve_float_source(source: Any, tokenizer: Any):
 
 
 def export_whisper_cpp(source: Any, out_path: str | os.PathLike, *, qtype: str | None = None,
-                       rtn: str | None = None, float_type: str | None = None, tokenizer: Any = None) -> Path:
+                       rtn: str | None = None, float_type: str | None = None, tokenizer: Any = None,
+                       imatrix: Mapping[str, Any] | None = None) -> Path:
     """One entry point for the CLI.
 
     * ``source`` a quantized directory / QuantizedCheckpoint: codes verbatim (``qtype`` picks the
       container, default the directory's format).
     * ``source`` a float model (LoadedModel, transformers model, or model spec): ``float_type`` "f16"
-      (default) or "f32", or ``rtn`` = a quantized type for the whisper.cpp quantize baseline.
+      (default) or "f32", or ``rtn`` = a quantized type for the whisper.cpp quantize baseline (with
+      ``imatrix`` {HF name: importance}: ggml's importance-weighted quantization).
     """
     from ..qmodel import QuantizedCheckpoint, is_quantized_dir
 
@@ -242,8 +230,10 @@ def export_whisper_cpp(source: Any, out_path: str | os.PathLike, *, qtype: str |
             raise ValueError("--type applies to quantized directories; use --rtn TYPE for a float model")
         if rtn and float_type:
             raise ValueError("give either rtn or float_type, not both")
+        if imatrix is not None and not rtn:
+            raise ValueError("an importance matrix applies to --rtn TYPE")
         sd, config, tok = _resolve_float_source(source, tokenizer)
-        mf = float_to_whisper_file(sd, config, tok, wtype=rtn or float_type or "f16")
+        mf = float_to_whisper_file(sd, config, tok, wtype=rtn or float_type or "f16", imatrix=imatrix)
     out = write_whisper_bin(out_path, mf)
     log.info("wrote %s (%s, %d tensors, %.1f MB)", out, mf.wtype.name, len(mf.tensors), out.stat().st_size / 1e6)
     return out

@@ -13,7 +13,6 @@ from types import ModuleType
 
 import torch
 
-from ..formats import QuantFormat
 from . import reference as _reference
 from .types import CholeskyResult, NonPDHessianError, SweepResult
 
@@ -87,16 +86,17 @@ def cholesky_inverse_upper(H: torch.Tensor, damp_frac: float = 0.01, max_tries: 
     return _backend().cholesky_inverse_upper(H, damp_frac=damp_frac, max_tries=max_tries)
 
 
-def gptq_sweep(W: torch.Tensor, U: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> SweepResult:
-    """GPTQ column sweep of W [out, in] (dead columns already zeroed) onto the lattice ``fmt``."""
-    return _backend().gptq_sweep(W, U, fmt, block_size=block_size)
+def gptq_sweep(W: torch.Tensor, U: torch.Tensor, lat, block_size: int = 128, importance=None) -> SweepResult:
+    """GPTQ column sweep of W [out, in] (dead columns already zeroed) onto the lattice ``lat``
+    (a tarq.ggml.Lattice); ``importance`` [in] for the weighted group fit."""
+    return _backend().gptq_sweep(W, U, lat, block_size=block_size, importance=importance)
 
 
-def gptq_sweep_batched(Ws, Us: torch.Tensor, fmt: QuantFormat, block_size: int = 128) -> list[SweepResult]:
+def gptq_sweep_batched(Ws, Us: torch.Tensor, lat, block_size: int = 128, importance=None) -> list[SweepResult]:
     """Several sweeps in one call: a shared U [n, n] (e.g. q/k/v) or B independent pairs (Us [B, n, n])."""
-    return _backend().gptq_sweep_batched(Ws, Us, fmt, block_size=block_size)
+    return _backend().gptq_sweep_batched(Ws, Us, lat, block_size=block_size, importance=importance)
 
 
-def quantize_rtn(W: torch.Tensor, fmt: QuantFormat) -> SweepResult:
+def quantize_rtn(W: torch.Tensor, lat, importance=None) -> SweepResult:
     """Round-to-nearest onto the same lattice (the sweep with U = I)."""
-    return _reference.quantize_rtn(W, fmt)
+    return _reference.quantize_rtn(W, lat, importance)

@@ -1,9 +1,8 @@
 """Argument checks and schedules shared by both backends, so they reject the same inputs the same way."""
 from __future__ import annotations
 
+import numpy as np
 import torch
-
-from ..formats import QuantFormat
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -33,14 +32,14 @@ def damp_schedule(damp_frac: float, mean_diag: float, attempt: int) -> float:
     return 0.0 if attempt == 0 else 1e-6 * mean_diag * 10.0 ** (attempt - 1)
 
 
-def check_sweep_inputs(W: torch.Tensor, U: torch.Tensor | None, fmt: QuantFormat):
+def check_sweep_inputs(W: torch.Tensor, U: torch.Tensor | None, lat):
     if not isinstance(W, torch.Tensor) or W.dim() != 2:
         raise ValueError(f"W must be a 2-D tensor [out, in], got {getattr(W, 'shape', type(W))}")
     if W.dtype not in _FLOATS:
         raise ValueError(f"W must be float32 or float64, got {W.dtype}")
     n = W.shape[1]
-    if n % fmt.group_size != 0:
-        raise ValueError(f"input dimension {n} is not a multiple of the group size {fmt.group_size}")
+    if not lat.fits(n):
+        raise ValueError(f"input dimension {n} is not a multiple of the group size {lat.group} ({lat.name})")
     if not bool(torch.isfinite(W).all()):
         raise ValueError("W contains NaN or Inf")
     if U is not None:
@@ -53,6 +52,20 @@ def check_sweep_inputs(W: torch.Tensor, U: torch.Tensor | None, fmt: QuantFormat
         if not bool((U.diagonal() > 0).all()):
             raise ValueError("U must have a positive diagonal (use cholesky_inverse_upper)")
     return W, U
+
+
+def check_importance(importance, lat, n: int) -> np.ndarray | None:
+    """Per-column importance as float32 NumPy [n] for the "weighted" fit (None for "plain")."""
+    if lat.fit != "weighted":
+        return None
+    if importance is None:
+        raise ValueError(f"{lat.name}: the weighted lattice fit needs per-column importance")
+    imp = importance.detach().to("cpu", torch.float32).numpy() if isinstance(importance, torch.Tensor) \
+        else np.asarray(importance, dtype=np.float32)
+    imp = np.ascontiguousarray(imp.reshape(-1))
+    if imp.shape[0] != n or not np.isfinite(imp).all() or (imp < 0).any():
+        raise ValueError(f"importance must be {n} finite non-negative values, got shape {imp.shape}")
+    return imp
 
 
 def effective_block_size(block_size: int, group_size: int) -> int:

@@ -1,4 +1,4 @@
-"""Quantization methods behind one registry: rtn, gptq, rarebal, tarq, qep."""
+"""Quantization methods behind one registry: rtn, imatrix, gptq, rarebal, tarq, qep."""
 from .base import LinearResult, QuantMethod
 from .registry import available_methods, get_method, register_method
 

@@ -7,16 +7,31 @@ from typing import Any, ClassVar
 
 import torch
 
+import numpy as np
+
 from ..calib.stats import GroupStats  # leaf module: no cycle
-from ..formats import QuantFormat
+from ..ggml import GgmlType, Lattice
 
 
 @dataclass
 class LinearResult:
-    codes: torch.Tensor            # int8 [out, in] on the export lattice
-    scales: torch.Tensor           # f16 [out, in / g]
-    dequant: torch.Tensor          # f32 [out, in] == codes * scales
+    qtype: GgmlType                # the ggml type of the bytes
+    data: torch.Tensor             # uint8 [out, row_bytes]: the exact ggml blocks the file will hold
+    dequant: torch.Tensor          # f32 [out, in] == ggml's to_float of ``data``
     info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_bytes(cls, qtype: GgmlType, data: np.ndarray, n: int, info=None) -> "LinearResult":
+        return cls(qtype, torch.from_numpy(np.ascontiguousarray(data)),
+                   torch.from_numpy(qtype.dequantize(data, n)), dict(info or {}))
+
+    @classmethod
+    def from_sweep(cls, res, info=None) -> "LinearResult":
+        """From a kernels SweepResult: its codes and params encoded into ggml bytes (CPU), dequant as swept."""
+        return cls(res.lattice.qtype, torch.from_numpy(res.data()), res.dequant, dict(info or {}))
+
+    def codes(self) -> np.ndarray:
+        return self.qtype.decode(self.data.cpu().numpy(), self.dequant.shape[1])[0]
 
 
 class QuantMethod:
@@ -24,6 +39,10 @@ class QuantMethod:
     name: ClassVar[str] = ""
     needs_fp_stream: ClassVar[bool] = False   # True when it uses H_Δ (FP vs partly quantized inputs)
     needs_stats: ClassVar[bool] = True        # False for data-free methods (rtn)
+    needs_folds: ClassVar[bool] = False       # True when it cross-fits over two calibration folds (fade)
+    # Calibration settings that are part of the method's definition (e.g. `fisher` = GPTQ under loss-sensitivity
+    # weights); the pipeline applies them and refuses a contradicting explicit setting.
+    calib_overrides: ClassVar[dict[str, Any]] = {}
 
     @dataclass
     class Config:
@@ -35,8 +54,12 @@ class QuantMethod:
     def config_dict(self) -> dict[str, Any]:
         return {"method": self.name, **dataclasses.asdict(self.config)}
 
+    # False: statistics come from the full-precision model (the pipeline does not write this method's weights
+    # into the quantized stream), as llama.cpp's imatrix does
+    true_sequential: ClassVar[bool] = True
+
     def quantize_group(self, weights: dict[str, torch.Tensor], stats: GroupStats | None,
-                       fmt: QuantFormat) -> dict[str, LinearResult]:
+                       lat: Lattice) -> dict[str, LinearResult]:
         raise NotImplementedError
 
     def metric(self, stats: GroupStats) -> torch.Tensor:
@@ -80,8 +103,18 @@ def cholesky(H: torch.Tensor, damp: float, names) -> "CholeskyResult":  # noqa: 
                                 f"escalation ({e})") from None
 
 
-def gptq_project(weights: dict[str, torch.Tensor], chol, fmt: QuantFormat, block_size: int
-                 ) -> dict[str, LinearResult]:
+def lattice_importance(H: torch.Tensor, lat: Lattice) -> torch.Tensor | None:
+    """Per-column importance for the weighted lattice fit: diag of the metric, scaled to mean 1 (the scale does
+    not change ggml's weighted searches; it keeps their float32 sums in a comfortable range)."""
+    if lat.fit != "weighted":
+        return None
+    d = H.diagonal().double().clamp_min(0)
+    mean = float(d.mean())
+    return (d / mean if mean > 0 else torch.ones_like(d)).float().cpu()
+
+
+def gptq_project(weights: dict[str, torch.Tensor], chol, lat: Lattice, block_size: int,
+                 importance: torch.Tensor | None = None) -> dict[str, LinearResult]:
     """GPTQ projection onto the lattice of every weight in the group under one factor U (shared H)."""
     from ..kernels import gptq_sweep_batched
 
@@ -91,6 +124,6 @@ def gptq_project(weights: dict[str, torch.Tensor], chol, fmt: QuantFormat, block
         W = weights[n].detach().float().clone()
         W[:, chol.dead] = 0.0   # contract: the caller zeroes dead columns
         Ws.append(W)
-    results = gptq_sweep_batched(Ws, chol.U, fmt, block_size=block_size)
-    return {n: LinearResult(r.codes, r.scales, r.dequant, {"damp": float(chol.damp), "n_dead": int(chol.dead.sum())})
-            for n, r in zip(names, results)}
+    results = gptq_sweep_batched(Ws, chol.U, lat, block_size=block_size, importance=importance)
+    info = {"damp": float(chol.damp), "n_dead": int(chol.dead.sum())}
+    return {n: LinearResult.from_sweep(r, info) for n, r in zip(names, results)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..calib.stats import GroupStats
-from .base import QuantMethod, check_finite, cholesky, gptq_project
+from .base import QuantMethod, check_finite, cholesky, gptq_project, lattice_importance
 from .registry import register_method
 
 
@@ -46,12 +46,13 @@ class RareBAL(QuantMethod):
     def metric(self, stats):
         return rarebal_metric(stats, self.config.cost_ratio, self.config.eps)[0]
 
-    def quantize_group(self, weights, stats, fmt):
+    def quantize_group(self, weights, stats, lat):
         for name, W in weights.items():
             check_finite(name, W)
         H_rb, lam = rarebal_metric(stats, self.config.cost_ratio, self.config.eps)
         chol = cholesky(H_rb, self.config.damp, list(weights))
-        out = gptq_project(weights, chol, fmt, self.config.block_size)
+        imp = lattice_importance(H_rb, lat)
+        out = gptq_project(weights, chol, lat, self.config.block_size, imp)
         for r in out.values():
             r.info["lambda"] = lam
         return out

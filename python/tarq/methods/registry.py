@@ -20,7 +20,7 @@ def register_method(name: str):
 
 
 def _load_builtin() -> None:
-    from . import gptq, qep, rarebal, rtn, tarq  # noqa: F401  (registration side effect)
+    from . import fade, fisher, gptq, imatrix, qep, rarebal, rtn, tarq  # noqa: F401  (registration side effect)
 
 
 def available_methods() -> list[str]:

@@ -1,31 +1,32 @@
-"""Round-to-nearest on the export lattice: must equal whisper.cpp's own ``quantize`` bit for bit."""
+"""Round-to-nearest: exactly what whisper.cpp's ``quantize`` writes (ggml_quantize_chunk on the fp16-rounded
+weight, no importance matrix), for every ggml type."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from ..formats import GGML_BLOCK, QuantFormat
+from ..ggml import Lattice, as_f16_source, ggml_quantize
 from .base import LinearResult, QuantMethod, check_finite
 from .registry import register_method
 
 
-def rtn_quantize(W: torch.Tensor, fmt: QuantFormat) -> LinearResult:
-    """ggml's reference row quantizer on the fp16-rounded weight (what whisper.cpp's quantize sees) for
-    32-element groups; the kernels' RTN for wider groups (no ggml counterpart: one d per 64/128)."""
-    if fmt.group_size == GGML_BLOCK:
-        from ..export.ggml_rtn import as_f16_source, ggml_reference_quantize
+def rtn_quantize(W: torch.Tensor, lat: Lattice, importance: torch.Tensor | None = None) -> LinearResult:
+    """ggml's quantizer on the fp16-rounded weight (``importance``: its quant_weights, i.e. imatrix RTN).
 
-        bd = ggml_reference_quantize(fmt.name, as_f16_source(W.detach().float().cpu().numpy()))
-        codes = torch.from_numpy(np.ascontiguousarray(bd.codes)).to(torch.int8)
-        scales = torch.from_numpy(np.ascontiguousarray(bd.scales)).to(torch.float16)
-        dequant = codes.float() * scales.float().repeat_interleave(GGML_BLOCK, dim=1)
-        return LinearResult(codes, scales, dequant, {"rtn": "ggml_reference"})
+    Groups wider than the type's block (Q4_0/Q5_0/Q8_0 with 64/128 columns sharing one scale) have no ggml
+    counterpart: they use the lattice's own RTN (the sweep with U = I; weighted fit when importance is given)."""
+    x = as_f16_source(W.detach().float().cpu().numpy())
+    t = lat.qtype
+    if lat.group == t.block_size:
+        imx = None if importance is None else importance.detach().float().cpu().numpy()
+        return LinearResult.from_bytes(t, ggml_quantize(t, x, imx), W.shape[1],
+                                       {"rtn": "ggml" if importance is None else "ggml_imatrix"})
     from ..kernels import quantize_rtn
 
-    r = quantize_rtn(W.detach().float(), fmt)
-    return LinearResult(r.codes, r.scales, r.dequant, {"rtn": "kernels"})
+    fit = "plain" if importance is None else "weighted"
+    r = quantize_rtn(torch.from_numpy(x), Lattice(t, lat.group, fit), importance)
+    return LinearResult.from_sweep(r, {"rtn": f"lattice_{fit}"})
 
 
 @register_method("rtn")
@@ -36,9 +37,9 @@ class RTN(QuantMethod):
     class Config:
         pass
 
-    def quantize_group(self, weights, stats, fmt):
+    def quantize_group(self, weights, stats, lat):
         out = {}
         for name, W in weights.items():
             check_finite(name, W)
-            out[name] = rtn_quantize(W, fmt)
+            out[name] = rtn_quantize(W, lat)
         return out

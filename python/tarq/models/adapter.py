@@ -98,6 +98,23 @@ class ModelAdapter(ABC):
         """Parameter names that alias a quantized weight (not saved separately): alias -> quantized name."""
         return {}
 
+    # -- the FP analysis pass (calib/analysis.py): loss-sensitivity weights and encoder-frame tags ----------------
+    def analysis_forward(self, model: torch.nn.Module, sample: CalibSample, attention_heads=(),
+                         requires_grad: bool = False):
+        """Teacher-forced FP forward -> (logits [P, V] of the tagged decoder positions, their target token ids [P],
+        mean cross-attention of ``attention_heads`` ((layer, head) pairs) [P, frames], or None when none asked).
+        With ``requires_grad`` the input is marked so that gradients reach every Linear's output."""
+        raise ValueError(f"family {self.family!r}: the FP analysis pass (--sensitivity / --frame-tags) is not "
+                         f"implemented for this family")
+
+    def sensitivity_module(self, weight_name: str) -> str:
+        """The module whose output a quantized weight produces (its loss sensitivity is measured there)."""
+        return weight_name.removesuffix(".weight")
+
+    def alignment_heads(self, model: torch.nn.Module) -> list[tuple[int, int]]:
+        """(decoder layer, head) pairs whose cross-attention aligns tokens with encoder frames."""
+        raise ValueError(f"family {self.family!r}: no cross-attention alignment heads (--frame-tags attention)")
+
 
 def get_adapter(family: str) -> ModelAdapter:
     """The calibration adapter of a registered family (``tarq.models.family``)."""

@@ -84,8 +84,9 @@ def crispasr_plan(ckpt, *, container: str | None = None) -> GgufPlan:
     plan.add("general.name", "str", str(ckpt.meta.get("source_model") or ckpt.path.name))
     plan.add("general.quantization_version", "u32", 2)
     plan.add("tarq.method", "str", str(ckpt.meta.get("method", "unknown")))
-    plan.add("tarq.format", "str", ckpt.fmt.name)
-    plan.add("tarq.group_size", "u32", int(ckpt.fmt.group_size))
+    plan.add("tarq.format", "str", str(ckpt.meta.get("format")))   # the most common type (tensors carry their own)
+    if ckpt.meta.get("group_size"):
+        plan.add("tarq.group_size", "u32", int(ckpt.meta["group_size"]))
     u = lambda k, v: plan.add(f"moonshine.{k}", "u32", int(v))  # noqa: E731
     for side, layers, heads, kv in (
             ("encoder", cfg.encoder_num_hidden_layers, cfg.encoder_num_attention_heads, cfg.encoder_num_key_value_heads),

@@ -197,7 +197,7 @@ _KINDS = {"UINT32": "u32", "FLOAT32": "f32", "INT32": "i32", "STRING": "str", "B
 def read_file(path: str | os.PathLike) -> tuple[list[FileTensor], dict[str, tuple[str, Any]], int]:
     import gguf
 
-    from ...export.ggml_blocks import GGML_TYPES_BY_ID
+    from ...ggml import get_type
 
     r = gguf.GGUFReader(str(path))
     kv = {}
@@ -212,7 +212,10 @@ def read_file(path: str | os.PathLike) -> tuple[list[FileTensor], dict[str, tupl
                 kv[key] = (kind, None)
     tensors = []
     for t in r.tensors:
-        gt = GGML_TYPES_BY_ID.get(int(t.tensor_type))
+        try:
+            gt = get_type(int(t.tensor_type))
+        except ValueError:
+            gt = None
         if gt is None:
             raise ValueError(f"{path}: tensor {t.name} has a ggml type tarq does not know ({t.tensor_type!r})")
         tensors.append(FileTensor(t.name, gt.name, gt.block_size, gt.type_size, tuple(int(x) for x in t.shape),

@@ -131,8 +131,9 @@ def _provenance(plan: GgufPlan, ckpt) -> None:
     plan.add("general.name", "str", str(ckpt.meta.get("source_model") or ckpt.path.name))
     plan.add("general.quantization_version", "u32", 2)
     plan.add("tarq.method", "str", str(ckpt.meta.get("method", "unknown")))
-    plan.add("tarq.format", "str", ckpt.fmt.name)
-    plan.add("tarq.group_size", "u32", int(ckpt.fmt.group_size))
+    plan.add("tarq.format", "str", str(ckpt.meta.get("format")))   # the most common type (tensors carry their own)
+    if ckpt.meta.get("group_size"):
+        plan.add("tarq.group_size", "u32", int(ckpt.meta["group_size"]))
 
 
 def crispasr_plan(ckpt, *, container: str | None = None) -> GgufPlan:

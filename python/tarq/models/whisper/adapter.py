@@ -183,6 +183,56 @@ class WhisperAdapter(ModelAdapter):
             raise KeyError(f"unknown Whisper stage {name!r}")
         return state
 
+    # ---------------------------------------------------------------- the FP analysis pass (calib/analysis.py)
+    def sensitivity_module(self, weight_name: str) -> str:
+        # the tied token embedding's output role is the output projection (proj_out shares its weight)
+        return "proj_out" if weight_name == TOKEN_EMBEDDING else weight_name.removesuffix(".weight")
+
+    def alignment_heads(self, model) -> list[tuple[int, int]]:
+        from ...calib.frame_tags import alignment_heads_or_upper
+
+        gen = getattr(model, "generation_config", None)
+        return alignment_heads_or_upper(getattr(gen, "alignment_heads", None), model.config.decoder_layers,
+                                        model.config.decoder_attention_heads)
+
+    def analysis_forward(self, model, sample, attention_heads=(), requires_grad=False):
+        """transformers' own forward (so every Linear runs as a module and its hooks fire); the cross-attention
+        probabilities of the requested heads are rebuilt from the q/k projections' outputs (softmax(q kᵀ · scaling),
+        as WhisperAttention computes them; no mask over the encoder frames)."""
+        feats = sample.features.unsqueeze(0)
+        if requires_grad:
+            feats = feats.detach().clone().requires_grad_(True)
+        ids = torch.tensor([sample.tokens[:-1]], device=feats.device)
+        layers = sorted({l for l, _ in attention_heads})
+        captured: dict[tuple[int, str], torch.Tensor] = {}
+        handles = []
+        for l in layers:
+            attn = model.model.decoder.layers[l].encoder_attn
+            for part in ("q_proj", "k_proj"):
+                handles.append(getattr(attn, part).register_forward_hook(
+                    lambda _m, _i, out, key=(l, part): captured.__setitem__(key, out.detach()[0])))
+        inputs = {"decoder_input_ids": ids}
+        if requires_grad:   # the token lookup too, so gradients reach the decoder's first self-attention
+            inputs = {"decoder_inputs_embeds": model.model.decoder.embed_tokens(ids).detach().requires_grad_(True)}
+        try:
+            out = model(input_features=feats, use_cache=False, **inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        logits = out.logits[0]
+        targets = torch.tensor(sample.tokens[1:], device=logits.device)
+        attn_map = None
+        if attention_heads:
+            maps = []
+            for l, h in attention_heads:
+                a = model.model.decoder.layers[l].encoder_attn
+                hd = a.head_dim
+                q = captured[(l, "q_proj")][:, h * hd:(h + 1) * hd].float()
+                k = captured[(l, "k_proj")][:, h * hd:(h + 1) * hd].float()
+                maps.append(torch.softmax((q @ k.T) * a.scaling, dim=-1))
+            attn_map = torch.stack(maps).mean(0)
+        return logits, targets, attn_map
+
     # ---------------------------------------------------------------- helpers for tests / pseudo-labels
     def logits(self, model, state: dict) -> torch.Tensor:
         """Logits of a state after the output block (tied projection)."""

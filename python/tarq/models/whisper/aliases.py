@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...paths import cache_root
 from ..._atomic import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,6 @@ def available_aliases() -> dict[str, str]:
 
 def is_alias(name: str) -> bool:
     return name in _ALIASES
-
-
-def cache_root() -> Path:
-    if os.environ.get("TARQ_CACHE"):
-        return Path(os.environ["TARQ_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tarq"
 
 
 def _package_dir(alias: Alias, module: str, package: str) -> Path:

@@ -12,7 +12,7 @@ from .names import TIED
 
 def _uniform(ckpt, what: str):
     if not ckpt.uniform:
-        kinds = sorted({qt.fmt.name for qt in ckpt.quantized.values()})
+        kinds = sorted(ckpt.types)
         raise ValueError(f"{ckpt.path}: tensors are quantized to several types ({', '.join(kinds)}); {what} stores "
                          f"one weight type for every Linear and the token embedding")
     return ckpt

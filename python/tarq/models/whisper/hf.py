@@ -88,7 +88,7 @@ def load_hf(d: Path, *, name: str, kind: str = "hf-dir", dtype: torch.dtype = to
 
 
 def load_tarq_dir(ckpt, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Rebuild the fake-quantized model: every quantized weight is its exact dequantized value (codes * scales)."""
+    """Rebuild the fake-quantized model: every quantized weight is its exact dequantized value (ggml to_float of its bytes)."""
     d = Path(ckpt.path)
     _check_whisper(ckpt.config, str(d / "config.json"))
     sd = ckpt.state_dict()

@@ -1,0 +1,2 @@
+#define TARQ_ISA_NS generic
+#include "sweep_impl.h"
