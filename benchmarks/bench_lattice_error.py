@@ -52,7 +52,8 @@ def run(args) -> dict:
     ensure_tarq_importable()
     import torch
 
-    from tarq.calib.driver import prepare_samples, set_threads
+    from tarq._threads import set_threads
+    from tarq.calib.driver import prepare_samples
     from tarq.calib.pipeline import CalibConfig, run_calibration, select_subset
     from tarq.data import load_dataset
     from tarq.ggml import QUANT_TYPES, TypePlan

@@ -11,8 +11,8 @@ from tarq.cli.main import build_parser, main
 def test_get_method_rejects_options_the_method_lacks():
     from tarq.methods import get_method
 
-    with pytest.raises(ValueError, match=r"method 'tarq' has no option qep_alpha \(its options: damp, block_size"):
-        get_method("tarq", qep_alpha=0.3)
+    with pytest.raises(ValueError, match=r"method 'gptq' has no option qep_alpha \(its options: damp, block_size"):
+        get_method("gptq", qep_alpha=0.3)
     with pytest.raises(ValueError, match="has no option damp"):
         get_method("rtn", damp=0.1)
     assert get_method("qep", qep_alpha=0.3).config.qep_alpha == 0.3
@@ -20,9 +20,11 @@ def test_get_method_rejects_options_the_method_lacks():
 
 
 def test_quantize_refuses_inapplicable_flag_before_any_work(tmp_path, capsys):
-    rc = main(["quantize", "tiny.en", "--method", "tarq", "--qep-alpha", "0.3", "--out", str(tmp_path / "q")])
+    rc = main(["quantize", "tiny.en", "--method", "gptq", "--qep-alpha", "0.3", "--out", str(tmp_path / "q")])
     assert rc == 1
-    assert "--qep-alpha does not apply to --method tarq" in capsys.readouterr().err
+    assert "--qep-alpha does not apply to --method gptq" in capsys.readouterr().err
+    rc = main(["quantize", "tiny.en", "--method", "qep", "--alpha-rule", "fade", "--out", str(tmp_path / "q")])
+    assert rc == 1 and "--alpha-rule does not apply to --method qep" in capsys.readouterr().err
     rc = main(["quantize", "tiny.en", "--method", "rtn", "--damp", "0.1", "--out", str(tmp_path / "q")])
     assert rc == 1 and "--damp does not apply to --method rtn" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()

@@ -146,7 +146,7 @@ def test_end_to_end_directory(loaded, tmp_path, monkeypatch):
     rep = ck.report
     assert rep["threads"]["torch_threads"] == 1 and rep["format"]["default"] == "q4_0"
     if "native_threads" in rep["threads"]:   # --threads reaches the native OpenMP pool
-        assert rep["threads"]["native_threads"] == 1 and rep["versions"]["isa"] == rep["threads"]["isa"]
+        assert rep["threads"]["native_threads"] == 1 and rep["versions"]["native_isa"] == rep["threads"]["isa"]
     assert rep["calibration"]["n_utterances"] == 2 and rep["method"]["method"] == "tarq"
     assert rep["versions"]["device"] == "cpu"
     assert set(rep["timing_s"]) >= {"forward", "stats", "solve", "total"}

@@ -247,7 +247,7 @@ def test_type_override_that_splits_qkv_is_an_error(hf_dir, tmp_path, capsys):
     assert main(["quantize", str(hf_dir), "--method", "rtn", "--tensor-type", r"q_proj=q8_0",
                  "--out", str(tmp_path / "q")]) == 1
     err = capsys.readouterr().err
-    assert "q_proj" in err and "share a type" in err and len(err.strip().splitlines()) == 1
+    assert "q_proj" in err and "share one type" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "q").exists()
 
 

@@ -4,7 +4,9 @@ and transcribes in whisper.cpp (pywhispercpp) and CrispASR. Real models: test_wh
 the slow tests at the end of this file (base)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -63,13 +65,24 @@ def typed_files(tmp_path_factory, model256):
             for q in QTYPES}
 
 
+@contextlib.contextmanager
+def _native_stdout_to_stderr():
+    """The runtimes print to the C stdout (fd 1); keep it out of pytest's captured stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _short_transcripts(path, audio):
     """Load ``path`` in whisper.cpp (pywhispercpp) and CrispASR and decode a few tokens greedily (a random model
     never emits end-of-text, so the token cap keeps this fast)."""
     import crispasr
     from pywhispercpp.model import Model
-
-    from tarq.export.runtimes import _native_stdout_to_stderr
 
     with _native_stdout_to_stderr():
         m = Model(str(path), n_threads=1, language="en", no_timestamps=True, print_progress=False,

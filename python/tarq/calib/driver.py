@@ -106,16 +106,13 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def set_threads(n: int) -> dict[str, Any]:
-    """Thread count for the torch pool and the native OpenMP pool (tarq._C); returns what each now uses."""
-    n = max(1, int(n))
-    torch.set_num_threads(n)
+def thread_report() -> dict[str, Any]:
+    """What each pool uses now (after ``tarq._threads.set_threads``): torch's intra-op pool, tarq._C's OpenMP pool."""
     out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     try:
         from .. import _C
     except ImportError:
         return out
-    _C.set_num_threads(n)
     out.update(native_threads=_C.max_threads(), isa=_C.isa())
     return out
 
@@ -147,7 +144,8 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
     device = resolve_device(cfg.device)
     from .._threads import set_threads
 
-    threads = set_threads(cfg.threads)   # torch pools and the native kernels' OpenMP pool
+    set_threads(cfg.threads)   # torch pools and the native kernels' OpenMP pool
+    threads = thread_report()
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
     cfg = apply_method_overrides(cfg, method)

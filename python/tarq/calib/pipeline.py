@@ -322,7 +322,7 @@ def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibCon
 
     if cfg.embedding == "rtn":
         return get_method("rtn")
-    if cfg.embed_damp is not None and getattr(method.config, "damp", None) != cfg.embed_damp:
+    if cfg.embed_damp is not None and getattr(method.config, "damp", cfg.embed_damp) != cfg.embed_damp:   # rtn/imatrix: none
         m = copy.copy(method)   # keeps what prepare() computed (e.g. FADE's V_int over every layer)
         m.config = replace(method.config, damp=cfg.embed_damp)
         return m
