@@ -206,3 +206,20 @@ def test_default_cache_root_follows_the_environment(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "tc"
     monkeypatch.setenv("TARQ_CACHE_DIR", str(tmp_path / "d"))
     assert DecodeCache().dir == tmp_path / "d" / "decodes" / "v1"
+
+
+def test_empty_transcripts_from_the_cache_are_reported(tmp_path, caplog):
+    """A backend warns about an empty transcript when it decodes; served from the cache it must still be said."""
+    class Silent(Counting):
+        def transcribe(self, audios):
+            self.calls += len(audios)
+            return ["" if len(a) == 4000 else "word" for a in audios]
+
+    data = _manifest(tmp_path / "d", n=2)
+    cache = DecodeCache(tmp_path / "cache")
+    evaluate(Silent(), [data], progress=False, cache=cache)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tarq.eval.cache"):
+        r = evaluate(Silent(), [data], progress=False, cache=cache)
+    assert r.datasets[0].cache_hits == 2
+    assert "empty transcript for 1 clip(s) from the decode cache (u0)" in caplog.text

@@ -177,6 +177,12 @@ def decode_with_cache(backend, utterances: Sequence, cache: DecodeCache | None, 
     hits = n - len(misses)
     if hits:
         log.info("decode cache: %d of %d utterances already decoded (%s)", hits, n, cache.dir)
+        # the backend reports empty transcripts when it decodes; a cached one must not come back silently
+        empty = [utterances[i].id for i in range(n) if hyps[i] is not None and not str(hyps[i]).strip()]
+        if empty:
+            log.warning("%s: empty transcript for %d clip(s) from the decode cache (%s%s): the model produced no "
+                        "words when they were decoded", getattr(backend, "name", "backend"), len(empty),
+                        ", ".join(empty[:3]), " ..." if len(empty) > 3 else "")
     if misses:
         # longest first (as decode_utterances batches), stored chunk by chunk so a killed run keeps its work
         misses.sort(key=lambda i: -(utterances[i].duration or 0.0))
