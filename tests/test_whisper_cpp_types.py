@@ -179,7 +179,7 @@ def test_real_model_rtn_and_imatrix_files_equal_libggml_per_tensor(tmp_path, rea
 def test_real_base_file_of_every_type_transcribes_in_both_runtimes(tmp_path, real_models, qtype):
     from test_export_fixtures import asterisk_prompts
     from tarq.eval import score_corpus
-    from tarq.export.runtimes import transcribe_crispasr, transcribe_whisper_cpp
+    from tarq.eval.runtimes import transcribe_file
     from tarq.export.whisper_export import export_whisper_cpp
 
     pytest.importorskip("pywhispercpp")
@@ -187,8 +187,7 @@ def test_real_base_file_of_every_type_transcribes_in_both_runtimes(tmp_path, rea
     path = export_whisper_cpp(real_models("base"), tmp_path / f"base-{qtype}.bin", rtn=qtype)
     audios, refs = asterisk_prompts(2, skip=2)
     max_wer = 0.6 if qtype == "q2_k" else 0.25   # RTN at 2.6 bits per weight is allowed to be bad, not broken
-    for run in (lambda: transcribe_whisper_cpp(path, audios, n_threads=2, temperature_fallback=False),
-                lambda: transcribe_crispasr(path, audios, n_threads=2)):
-        hyps = run()
+    for runtime in ("whisper.cpp", "crispasr"):
+        hyps = transcribe_file(runtime, path, audios, threads=2, policy="greedy")
         assert len(hyps) == 2 and all(hyps)
         assert score_corpus(refs, hyps).wer <= max_wer, (qtype, hyps)
