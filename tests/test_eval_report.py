@@ -99,3 +99,23 @@ def test_demo_summary_fits_80_columns(tmp_path):
     rows = compare_damage(results["TARQ q4_0 (tarq)"], results["whisper.cpp RTN q4_0"], results["F16"], n_boot=100)
     text = _render(comparison_table("TARQ q4_0 (tarq)", "whisper.cpp RTN q4_0", [], rows, policy="greedy"))
     _check(text, ["100 resamples", "damage", "rare dmg", "res.", "verdict"])
+
+
+def test_compare_damage_pairs_by_utterance_id_whatever_the_order():
+    """Two results of the same utterances listed in different orders (a grid cell's seeded subset vs a manifest's
+    order) pair row by row by id: the same difference as with matching orders."""
+    from dataclasses import replace
+
+    ref = _system("F16", 1)
+    a, b = _system("A", 2), _system("B", 3, loop_every=5)
+    want = compare_damage(a, b, ref, n_boot=50)
+    shuffled = []
+    for d in b.datasets:
+        order = list(range(len(d.ids)))
+        random.Random(7).shuffle(order)
+        shuffled.append(replace(d, ids=[d.ids[i] for i in order], refs=[d.refs[i] for i in order],
+                                hyps=[d.hyps[i] for i in order], durations=[d.durations[i] for i in order],
+                                seconds=[d.seconds[i] for i in order]))
+    b2 = EvalResult(system=b.system, datasets=shuffled)
+    got = compare_damage(a, b2, ref, n_boot=50)
+    assert [(n, r["diff"], r["ci"]) for n, r in got] == [(n, r["diff"], r["ci"]) for n, r in want]

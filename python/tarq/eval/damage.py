@@ -261,9 +261,9 @@ def damage_against(result, reference, n_boot: int = 1000, seed: int = 0, confide
     utterances. ``ids`` restricts each dataset to those utterance ids (to pair two systems on common ones)."""
     per, mats, all_ids = {}, [], []
     for name, uids, refs, hyps, ref_hyps in _aligned(result, reference):
-        if ids is not None:
-            keep = set(ids.get(name, ()))
-            sel = [i for i, u in enumerate(uids) if u in keep]
+        if ids is not None:   # in the order given, so two systems' matrices pair row by row
+            pos = {u: i for i, u in enumerate(uids)}
+            sel = [pos[u] for u in ids.get(name, ()) if u in pos]
             uids, refs, hyps, ref_hyps = ([x[i] for i in sel] for x in (uids, refs, hyps, ref_hyps))
             if not uids:
                 continue
