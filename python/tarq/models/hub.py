@@ -166,3 +166,23 @@ def build_from_state_dict(model_cls, config, state_dict: dict[str, torch.Tensor]
         if model.get_parameter(alias) is not model.get_parameter(stored):
             raise RuntimeError(f"{source}: {alias} is not tied to {stored} after loading")
     return model.eval()
+
+
+# keys save_pretrained writes that are not model settings (the config of a quantized directory is rebuilt from them)
+_NOT_MODEL_CONFIG = ("transformers_version", "_name_or_path")
+
+
+def model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A quantized directory's saved HF config without the bookkeeping keys, ready for ``Config.from_dict``."""
+    return {k: v for k, v in config.items() if k not in _NOT_MODEL_CONFIG}
+
+
+def quantized_source(ckpt) -> dict[str, Any]:
+    """``LoadedModel.source`` of a fake-quantized model rebuilt from a tarq quantized directory: the directory,
+    its method and format, and the float model it came from (``tarq_model_info.json``, when saved)."""
+    d = Path(ckpt.path)
+    info_file = d / "tarq_model_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    return {"kind": "tarq", "path": str(d), "format": ckpt.meta.get("format"),
+            "group_size": ckpt.meta.get("group_size"), "method": ckpt.meta.get("method"),
+            "base_model": info.get("name")}

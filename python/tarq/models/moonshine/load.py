@@ -2,14 +2,13 @@
 local directories or cached hub ids) and tarq quantized directories of them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..hub import build_from_state_dict, load_pretrained_checked, read_config
+from ..hub import build_from_state_dict, load_pretrained_checked, model_config, quantized_source, read_config
 from ..loaded import LoadedModel
 
 FAMILY_NAME = "moonshine"
@@ -77,14 +76,10 @@ def load_quantized(ckpt, *, dtype=None) -> LoadedModel:
     Config, Model = _classes()
     d = Path(ckpt.path)
     _check(ckpt.config, d / "config.json")
-    config = Config.from_dict({k: v for k, v in ckpt.config.items() if k not in ("transformers_version", "_name_or_path")})
+    config = Config.from_dict(model_config(ckpt.config))
     model = build_from_state_dict(Model, config, ckpt.state_dict(), str(d), tied=tied_parameters(ckpt.config),
                                   dtype=dtype)
-    info_file = d / "tarq_model_info.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    return _finish(model, d, str(d), {"kind": "tarq", "path": str(d), "format": ckpt.meta.get("format"),
-                                      "group_size": ckpt.meta.get("group_size"), "method": ckpt.meta.get("method"),
-                                      "base_model": info.get("name")})
+    return _finish(model, d, str(d), quantized_source(ckpt))
 
 
 def input_values(loaded: LoadedModel, audio: np.ndarray) -> torch.Tensor:

@@ -6,11 +6,10 @@ a one-line error pointing to the transformers layout: tarq quantizes the transfo
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..hub import build_from_state_dict, load_pretrained_checked, read_config
+from ..hub import build_from_state_dict, load_pretrained_checked, model_config, quantized_source, read_config
 from ..loaded import LoadedModel
 from .prompt import AUDIO_PAD, prompt_ids
 
@@ -87,18 +86,14 @@ def load_pretrained(d: Path, *, name: str, kind: str, dtype=None) -> LoadedModel
 
 
 def load_quantized(ckpt, *, dtype=None) -> LoadedModel:
-    """The fake-quantized model: every quantized weight is exactly its codes x scales."""
+    """The fake-quantized model: every quantized weight is exactly ggml's to_float of its stored bytes."""
     Config, Model = _classes()
     d = Path(ckpt.path)
     _check_layout(ckpt.config, d / "config.json")
-    config = Config.from_dict({k: v for k, v in ckpt.config.items() if k not in ("transformers_version", "_name_or_path")})
+    config = Config.from_dict(model_config(ckpt.config))
     model = build_from_state_dict(Model, config, ckpt.state_dict(), str(d), tied=tied_parameters(ckpt.config),
                                   dtype=dtype)
-    info_file = d / "tarq_model_info.json"
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    return _finish(model, d, str(d), {"kind": "tarq", "path": str(d), "format": ckpt.meta.get("format"),
-                                      "group_size": ckpt.meta.get("group_size"), "method": ckpt.meta.get("method"),
-                                      "base_model": info.get("name")})
+    return _finish(model, d, str(d), quantized_source(ckpt))
 
 
 def summary(loaded: LoadedModel) -> dict[str, Any]:

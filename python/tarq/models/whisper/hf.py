@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..hub import load_pretrained_checked
+from ..hub import load_pretrained_checked, model_config, quantized_source
 from ..loaded import LoadedModel
 from .build import build_whisper
 from .names import TIED
@@ -97,16 +97,12 @@ def load_tarq_dir(ckpt, dtype: torch.dtype = torch.float32) -> LoadedModel:
             # The output projection is tied to the (quantized) embedding, whatever copy was saved.
             log.debug("%s: ignoring saved %s; tying to the quantized embedding", d, alias)
             sd.pop(alias)
-    cfg = {k: v for k, v in ckpt.config.items() if k not in ("transformers_version", "_name_or_path")}
+    cfg = model_config(ckpt.config)
     model = build_whisper(cfg, sd, source=str(d), dtype=dtype)
     vocab = model.config.vocab_size
     multilingual = _is_multilingual(d, vocab)
     tokenizer, ids = _tokenizer_from_dir(d, vocab, multilingual)
     model.generation_config = _generation_config(d, model, ids, multilingual)
-    info = json.loads((d / "tarq_model_info.json").read_text()) if (d / "tarq_model_info.json").is_file() else {}
     return LoadedModel(model=model, tokenizer=tokenizer,
                        feature_extractor=_feature_extractor_from_dir(d, model.config.num_mel_bins),
-                       name=str(d), source={"kind": "tarq", "path": str(d), "format": ckpt.meta.get("format"),
-                                            "group_size": ckpt.meta.get("group_size"),
-                                            "method": ckpt.meta.get("method"), "base_model": info.get("name")},
-                       multilingual=multilingual)
+                       name=str(d), source=quantized_source(ckpt), multilingual=multilingual)
