@@ -72,7 +72,18 @@ def _sigma2(xs: np.ndarray, factor: float) -> np.ndarray:
     return ((F(factor) * s).astype(F) / F(QK_K)).astype(F)
 
 
-class _KWithMin(BlockType):
+class _KQuant(BlockType):
+    """What every K-quant shares: the solver's group fit is the type's own super-block search (``_search``) on the
+    current weights, with the importance tiled over the sub-blocks for the weighted fit."""
+
+    def fit(self, x, importance=None, sigma2=None, mode="plain"):
+        xs = superblocks(x.astype(F), self.sub)
+        qw = None if mode == "plain" else np.broadcast_to(np.asarray(importance, F).reshape(1, *xs.shape[1:]),
+                                                          xs.shape)
+        return self._search(xs, qw)[0].reshape(x.shape[0], 1)
+
+
+class _KWithMin(_KQuant):
     """Shared code of Q2_K, Q4_K, Q5_K: value = d*sc*q - dmin*m per sub-block."""
     block_size = QK_K
     has_offset = True
@@ -141,12 +152,6 @@ class _KWithMin(BlockType):
         for f in self.param_fields:
             blocks[f] = params[f]
         self._store_codes(blocks, L.reshape(-1, QK_K).astype(np.int16))
-
-    def fit(self, x, importance=None, sigma2=None, mode="plain"):
-        xs = superblocks(x.astype(F), self.sub)
-        qw = None if mode == "plain" else np.broadcast_to(np.asarray(importance, F).reshape(1, *xs.shape[1:]),
-                                                          xs.shape)
-        return self._search(xs, qw)[0].reshape(x.shape[0], 1)
 
 
 class Q2_K(_KWithMin):

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BlockType
-from .kquants import QK_K, importance_tiles, requantize, superblocks
+from .kquants import QK_K, _KQuant, importance_tiles, requantize, superblocks
 from .search import GROUP_MAX_EPS, F, make_q3_quants, make_qx_quants, nearest_int, seq_sum, signed_max
 
 
@@ -23,7 +22,7 @@ def _wrap_int8(v: np.ndarray) -> np.ndarray:
     return ((np.asarray(v).astype(np.int64) + 128) & 0xFF) - 128
 
 
-class _KSymmetric(BlockType):
+class _KSymmetric(_KQuant):
     block_size = QK_K
     solver_groups = (QK_K,)
     sub = 16
@@ -49,12 +48,6 @@ class _KSymmetric(BlockType):
         for f in self.param_fields:
             blocks[f] = params[f]
         self._store_codes(blocks, L.reshape(-1, QK_K).astype(np.int16))
-
-    def fit(self, x, importance=None, sigma2=None, mode="plain"):
-        xs = superblocks(x.astype(F), self.sub)
-        qw = None if mode == "plain" else np.broadcast_to(np.asarray(importance, F).reshape(1, *xs.shape[1:]),
-                                                          xs.shape)
-        return self._search(xs, qw)[0].reshape(x.shape[0], 1)
 
 
 class Q3_K(_KSymmetric):
