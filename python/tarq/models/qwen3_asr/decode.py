@@ -71,7 +71,9 @@ class Qwen3AsrTorchBackend:
     def __init__(self, loaded, max_new_tokens: int = 256, threads: int | None = 2, batch_size: int = 1):
         # batch_size is accepted for the common backend options; clips are decoded one at a time
         if threads:
-            torch.set_num_threads(threads)
+            from tarq._threads import set_threads
+
+            set_threads(threads)   # every pool, as the Whisper torch backend does (--threads)
         self.loaded = loaded
         self.max_new_tokens = int(max_new_tokens)
         self.ids = prompt_ids(loaded.tokenizer, loaded.language)
