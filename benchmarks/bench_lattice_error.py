@@ -144,7 +144,8 @@ def parse_args(argv=None):
     p.add_argument("--models", default="tiny.en,base")
     p.add_argument("--types", default="", help="comma-separated ggml types (default: every type that fits the model)")
     p.add_argument("--methods", default="gptq")
-    p.add_argument("--fits", default="plain", help="lattice fits to compare: plain, weighted or both")
+    p.add_argument("--fits", default="plain",
+                   help="lattice fits to compare, comma-separated: plain, weighted, auto (the --lattice-fit default)")
     p.add_argument("--n-calib", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

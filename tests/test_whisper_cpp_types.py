@@ -186,8 +186,27 @@ def test_real_base_file_of_every_type_transcribes_in_both_runtimes(tmp_path, rea
     pytest.importorskip("crispasr")
     path = export_whisper_cpp(real_models("base"), tmp_path / f"base-{qtype}.bin", rtn=qtype)
     audios, refs = asterisk_prompts(2, skip=2)
-    max_wer = 0.6 if qtype == "q2_k" else 0.25   # RTN at 2.6 bits per weight is allowed to be bad, not broken
+    if qtype == "q2_k":
+        # whisper.cpp's own Q2_K of base (these bytes equal libggml's: the per-tensor test above) is unusable in both
+        # runtimes (measured: "I I I ...", "8 8 8 ..."), so the RTN file is only required to load and decode; the
+        # decoding check runs on the solver's Q2_K codes instead (GPTQ on the bundled calibration clips).
+        for runtime in ("whisper.cpp", "crispasr"):
+            assert len(transcribe_file(runtime, path, audios, threads=2, policy="greedy")) == 2
+        path = _solver_file(tmp_path, "base", "gptq", qtype)
+    max_wer = 0.5 if qtype == "q2_k" else 0.25   # 2.6 bits per weight: worse, but a transcript of the prompt
     for runtime in ("whisper.cpp", "crispasr"):
         hyps = transcribe_file(runtime, path, audios, threads=2, policy="greedy")
         assert len(hyps) == 2 and all(hyps)
         assert score_corpus(refs, hyps).wer <= max_wer, (qtype, hyps)
+
+
+def _solver_file(tmp_path, model: str, method: str, qtype: str):
+    """A whisper.cpp file of the solver's codes: tarq quantize (the bundled calibration clips) + tarq export."""
+    from test_export_fixtures import DEMO_CALIB
+    from tarq.cli.main import main
+
+    qdir, out = tmp_path / f"{model}-{method}-{qtype}", tmp_path / f"{model}-{method}-{qtype}.bin"
+    assert main(["quantize", model, "--method", method, "--format", qtype, "--calib", str(DEMO_CALIB),
+                 "--n-calib", "16", "--out", str(qdir)]) == 0
+    assert main(["export", str(qdir), "--to", "whisper.cpp", "--out", str(out)]) == 0
+    return out
