@@ -35,6 +35,7 @@ SECTIONS = {
     "runtime_workers": ("bench_runtime_workers", "bench_runtime_workers.json"),
     "fuzz_inputs": ("fuzz_inputs", "fuzz_inputs.json"),
     "lattice_error": ("bench_lattice_error", "bench_lattice_error.json"),
+    "lattice_error_base": ("bench_lattice_error", "bench_lattice_error_base.json"),
 }
 
 
