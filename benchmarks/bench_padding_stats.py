@@ -72,7 +72,7 @@ def run(args) -> dict:
                     xs = adapter.stage_inputs(model, block, si, states[i], s, set(accs))
                     for key, per_cfg in accs.items():
                         for name, acc in per_cfg.items():
-                            acc.add(*_select_rows(xs[key], None, s, FRAMES, cfgs[name]))
+                            acc.add(*_select_rows(xs[key], None, s, FRAMES, cfgs[name], utterance=i))
                     states[i] = adapter.advance(model, block, si, states[i], s)
                 for key, per_cfg in accs.items():
                     g = next(g for g in stage.groups if g.key == key)
@@ -91,8 +91,8 @@ def run(args) -> dict:
                         if name == "all":
                             continue
                         H = stats[name].H
-                        n_rows = sum(_select_rows(torch.empty(1500, 1), None, s, FRAMES, cfgs[name])[0].shape[0]
-                                     for s in samples)
+                        n_rows = sum(_select_rows(torch.empty(1500, 1), None, s, FRAMES, cfgs[name],
+                                                  utterance=j)[0].shape[0] for j, s in enumerate(samples))
                         rows.append({"group": key, "stride": int(name[1:]), "pick": cfgs[name].pad_pick,
                                      "rel_fro": float(torch.linalg.norm(H - H_all) / torch.linalg.norm(H_all)),
                                      "loss_ratio": loss(H) / base if base > 0 else None,

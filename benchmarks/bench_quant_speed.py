@@ -19,7 +19,10 @@ and calibration size.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -85,15 +88,21 @@ def codes_agreement(dir_a: Path, dir_b: Path) -> dict:
 
 def quantize_once(model: str, method: str, calib: Path, n_calib: int, threads: int, backend: str,
                   out_dir: Path, device: str | None, timeout: float, encoder_frames: str | None = None,
-                  fmt: str = "q4_0") -> dict:
-    cmd = tarq_cli("quantize", model, "--method", method, "--format", fmt, "--calib", str(calib),
-                   "--n-calib", str(n_calib), "--threads", str(threads), "--out", str(out_dir))
+                  fmt: str = "q4_0", python: str | None = None) -> dict:
+    """One calibration in a fresh process; ``python``: another interpreter whose ``import tarq`` is the code to
+    run (a baseline checkout), else this tree's tarq."""
+    args = ("quantize", model, "--method", method, "--format", fmt, "--calib", str(calib),
+            "--n-calib", str(n_calib), "--threads", str(threads), "--out", str(out_dir))
+    cmd = tarq_cli(*args) if python is None else [python, "-m", "tarq.cli.main", *args]
     if device:
         cmd += ["--device", device]
     if encoder_frames:
         cmd += ["--encoder-frames", encoder_frames]
-    res = run_measured(cmd, env=bench_env(threads=threads, **BACKENDS[backend]), timeout=timeout)
-    check_child(res, f"quantize {model} {method} ({backend})")
+    env = bench_env(threads=threads, **BACKENDS[backend])
+    if python is not None:   # the baseline interpreter imports its own tarq, not this tree's
+        env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+    res = run_measured(cmd, env=env, timeout=timeout)
+    check_child(res, f"quantize {model} {method} ({backend}{', baseline' if python else ''})")
     report_path = out_dir / "report.json"
     report = read_json(report_path) if report_path.exists() else {}
     split = phase_split(report)
@@ -140,29 +149,38 @@ def run(args) -> dict:
                 # the reference solver is slow (a Python column loop): by default only where asked for
                 backends = [b for b in args.backends if b != "reference" or
                             (_selected(model, args.reference_models) and _selected(method, args.reference_methods))]
-                reps: dict[str, list[dict]] = {b: [] for b in backends}
-                dirs: dict[str, Path] = {}
+                codes = ["current"] + (["baseline"] if args.baseline_python else [])
+                pythons = {"current": None, "baseline": args.baseline_python}
+                reps: dict[tuple[str, str], list[dict]] = {(c, b): [] for c in codes for b in backends}
+                dirs: dict[tuple[str, str], Path] = {}
                 for rep in range(args.repeats):
-                    for backend in backends:            # interleaved: load drift hits both alike
-                        out = tmp_root / f"{model}-{method}-{fmt}-{backend}-{rep}"
+                    for code, backend in reps:            # interleaved: load drift hits every variant alike
+                        out = tmp_root / f"{model}-{method}-{fmt}-{backend}-{code}-{rep}"
                         r = quantize_once(model, method, calib, n_calib, args.threads, backend, out, device,
-                                          args.timeout, args.encoder_frames, fmt)
-                        reps[backend].append(r)
+                                          args.timeout, args.encoder_frames, fmt, pythons[code])
+                        reps[(code, backend)].append(r)
                         s = r["split"]
-                        print(f"{model} {method} {fmt} {backend} (rep {rep + 1}): wall {r['wall_s']:.1f} s, prepare "
+                        print(f"{model} {method} {fmt} {backend} {code} (rep {rep + 1}): wall {r['wall_s']:.1f} s, prepare "
                               f"{fmt_num(s['prepare'], 1)} s, forward "
                               f"{fmt_num(s['forward'], 1)} s, stats {fmt_num(s['statistics'], 1)} s, solve "
                               f"{fmt_num(s['solve'], 2)} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
                         if rep == 0:
-                            dirs[backend] = out
+                            dirs[(code, backend)] = out
                         else:
                             shutil.rmtree(out, ignore_errors=True)
                 agreement = None
-                if "native" in dirs and "reference" in dirs:
-                    agreement = codes_agreement(dirs["native"], dirs["reference"])
-                for backend, rs in reps.items():
+                if ("current", "native") in dirs and ("current", "reference") in dirs:
+                    agreement = codes_agreement(dirs[("current", "native")], dirs[("current", "reference")])
+                for (code, backend), rs in reps.items():
+                    vs_code = None
+                    if code == "current" and ("baseline", backend) in dirs:
+                        try:   # how far the baseline's codes are from this tree's (same data, same settings)
+                            vs_code = codes_agreement(dirs[("current", backend)], dirs[("baseline", backend)])
+                        except Exception as e:   # noqa: BLE001 - an older output layout: say so, keep the timing
+                            vs_code = {"error": f"{type(e).__name__}: {e}"}
                     runs.append({
                         "model": model, "method": method, "format": fmt, "n_calib": n_calib, "backend": backend,
+                        "code": code, "current_vs_baseline_codes": vs_code,
                         "kernels_backend": rs[0]["kernels_backend"], "repeats": len(rs),
                         "wall_s": median([r["wall_s"] for r in rs]),
                         "peak_rss_mb": median([r["peak_rss_mb"] for r in rs]),
@@ -175,7 +193,10 @@ def run(args) -> dict:
                         "encoder_frames": rs[0]["encoder_frames"],
                         "peak_rss_mb_by_phase": rs[0]["peak_rss_mb_by_phase"],
                     })
-                    runs[-1]["vs_baseline"] = against_baseline(runs[-1], args.baseline)
+                for row in runs:
+                    if row.get("code", "current") == "current" and "vs_baseline" not in row:
+                        row["vs_baseline"] = (against_in_run_baseline(row, runs, args.baseline_label)
+                                              or against_baseline(row, args.baseline))
                 for d in dirs.values():
                     shutil.rmtree(d, ignore_errors=True)
                 # keep what is measured so far: an interrupted run still leaves its finished rows behind
@@ -183,6 +204,32 @@ def run(args) -> dict:
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return document(meta, args, device, runs)
+
+
+def against_in_run_baseline(row: dict, runs: list[dict], label: str) -> dict | None:
+    """Ratios of ``row`` against the baseline code's run of the same configuration in this run (same machine,
+    same conditions, interleaved)."""
+    key = ("model", "method", "format", "backend", "n_calib")
+    for b in runs:
+        if b.get("code") == "baseline" and all(b.get(k) == row.get(k) for k in key):
+            def ratio(k):
+                return row[k] / b[k] if row.get(k) is not None and b.get(k) else None
+            return {"baseline": f"in-run: {label}", "statistics_ratio": ratio("statistics"),
+                    "wall_ratio": ratio("wall_s"), "peak_rss_ratio": ratio("peak_rss_mb"),
+                    "forward_ratio": ratio("forward"), "baseline_statistics_s": b.get("statistics"),
+                    "baseline_wall_s": b.get("wall_s"), "baseline_peak_rss_mb": b.get("peak_rss_mb")}
+    return None
+
+
+def baseline_code_info(python: str) -> dict:
+    """Where the baseline interpreter's tarq lives and which commit it was built from (when it knows)."""
+    probe = ("import json, pathlib, tarq; p = pathlib.Path(tarq.__file__).resolve().parent; "
+             "print(json.dumps({'tarq_dir': str(p), 'version': getattr(tarq, '__version__', None)}))")
+    res = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
+    if res.returncode != 0:
+        raise SystemExit(f"--baseline-python {python}: cannot import tarq ({res.stderr.strip().splitlines()[-1:]})")
+    return {"python": python, **json.loads(res.stdout.strip().splitlines()[-1])}
 
 
 def against_baseline(row: dict, baseline_path: Path | None) -> dict | None:
@@ -208,6 +255,7 @@ def document(meta: RunMeta, args, device: str | None, runs: list[dict]) -> dict:
                        "reference_methods": args.reference_methods, "threads": args.threads, "repeats": args.repeats,
                        "formats": args.formats, "encoder_frames": args.encoder_frames or "(tarq default)",
                        "baseline": str(args.baseline) if args.baseline else None,
+                       "baseline_code": args.baseline_code,
                        "calib": CALIB_SET, "device": device or "cpu"},
             "runs": runs}
 
@@ -216,7 +264,11 @@ def render_markdown(result: dict) -> str:
     if result.get("skipped"):
         return f"_{result['skipped']}_"
     rows = []
-    by = {(r["model"], r["method"], r.get("format", "q4_0"), r["backend"]): r for r in result["runs"]}
+    by = {(r["model"], r["method"], r.get("format", "q4_0"), r["backend"]): r for r in result["runs"]
+          if r.get("code", "current") == "current"}
+    # runs of older code in the same run (--baseline-python) get a "code" column
+    base_label = ((result.get("config") or {}).get("baseline_code") or {}).get("label", "baseline")
+    with_code = any(r.get("code", "current") != "current" for r in result["runs"])
     # columns added by issue 13 (RSS per phase, baseline ratios) only where a run has them: older JSONs keep
     # their original table
     extra = any(r.get("peak_rss_mb_by_phase") or r.get("vs_baseline") for r in result["runs"])
@@ -231,7 +283,12 @@ def render_markdown(result: dict) -> str:
         agree = r.get("native_vs_reference") or {}
         vb = r.get("vs_baseline") or {}
         phases = r.get("peak_rss_mb_by_phase") or {}
-        row = [r["model"], r["method"], fmt, vs_q4, r["n_calib"],
+        if r.get("code", "current") != "current":   # a baseline row: compared against, not compared
+            ref = q4 = None
+            vs_q4 = "–"
+            speed = wall_speed = "–"
+        row = [r["model"], r["method"], fmt] + ([base_label if r.get("code") == "baseline" else "this tree"]
+                                               if with_code else []) + [vs_q4, r["n_calib"],
                r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
                                r["kernels_backend"] != r["backend"] else ""),
                fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
@@ -244,15 +301,22 @@ def render_markdown(result: dict) -> str:
                     fmt_num(vb.get("statistics_ratio"), 2), fmt_num(vb.get("wall_ratio"), 2),
                     fmt_num(vb.get("peak_rss_ratio"), 2)]
         row.append(fmt_num(agree.get("codes_equal_fraction"), 4) if r["backend"] == "native" else "")
+        if with_code:
+            cb = r.get("current_vs_baseline_codes") or {}
+            row.append(fmt_num(cb.get("codes_equal_fraction"), 4) if cb.get("codes_equal_fraction") is not None
+                       else "")
         rows.append(row)
-    headers = ["model", "method", "type", "wall vs q4_0", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
+    headers = ["model", "method", "type"] + (["code"] if with_code else []) + ["wall vs q4_0", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
                "solve s", "other s", "load/save s", "solve speedup", "wall speedup", "peak RSS MB"]
-    align = "lllrrlrrrrrrrrrr"
+    align = "lll" + ("l" if with_code else "") + "rrlrrrrrrrrrr"
     if extra:
         headers += ["peak RSS by phase MB", "stats / baseline", "wall / baseline", "RSS / baseline"]
         align += "lrrr"
     headers.append("codes equal (native vs ref)")
     align += "r"
+    if with_code:
+        headers.append(f"codes equal ({base_label} vs this tree)")
+        align += "r"
     m = result["meta"]
     cfg = result["config"]
     return (("**Partial run** (interrupted; finished rows only).\n\n" if result.get("partial") else "") +
@@ -266,7 +330,9 @@ def plot(result: dict, path: Path) -> Path:
     plt = pyplot()
     runs = result["runs"]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(runs)), 4))
-    labels = [f"{r['model']}\n{r['method']} {r.get('format', 'q4_0')}\n{r['backend']}" for r in runs]
+    base_label = ((result.get("config") or {}).get("baseline_code") or {}).get("label", "baseline")
+    labels = [f"{r['model']}\n{r['method']} {r.get('format', 'q4_0')}\n{r['backend']}"
+              + (f"\n{base_label}" if r.get("code") == "baseline" else "") for r in runs]
     bottom = [0.0] * len(runs)
     for phase in (*PHASES, "other", "outside_s"):
         vals = [r.get(phase) or 0.0 for r in runs]
@@ -323,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passed to tarq quantize (default: tarq's own default)")
     p.add_argument("--baseline", type=Path, default=None,
                    help="a committed bench_quant_speed JSON: adds statistics / wall / RSS ratios per row")
+    p.add_argument("--baseline-python", default=None,
+                   help="an interpreter whose `import tarq` is older code (e.g. a venv with a checkout of the "
+                        "baseline commit installed): its calibrations run interleaved with this tree's in the same "
+                        "run, and the ratio columns compare against them (same machine, same load) instead of "
+                        "--baseline")
+    p.add_argument("--baseline-label", default="baseline",
+                   help="what the baseline code is (e.g. its commit), written into the JSON and the table")
     p.add_argument("--gpu", action="store_true",
                    help="CUDA variant (tarq quantize --device cuda); records 'skipped: no CUDA device' without one")
     return p
@@ -336,6 +409,9 @@ def parse_args(argv=None):
     args.backends = [b for b in args.backends.split(",") if b]
     args.reference_models = [m for m in args.reference_models.split(",") if m]
     args.reference_methods = [m for m in args.reference_methods.split(",") if m]
+    args.baseline_code = None
+    if args.baseline_python:
+        args.baseline_code = {"label": args.baseline_label, **baseline_code_info(args.baseline_python)}
     bad = [b for b in args.backends if b not in BACKENDS]
     if bad:
         raise SystemExit(f"unknown backend(s) {bad}; choose from {','.join(BACKENDS)}")

@@ -30,6 +30,7 @@ SECTIONS = {
     "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),
     "quant_speed_n128": ("bench_quant_speed", "bench_quant_speed_n128.json"),
     "quant_speed_n128_v2": ("bench_quant_speed", "bench_quant_speed_n128_v2.json"),
+    "quant_speed_n128_v3": ("bench_quant_speed", "bench_quant_speed_n128_v3.json"),
     "quant_speed_types": ("bench_quant_speed", "bench_quant_speed_types.json"),
     "quant_speed_gpu": ("bench_quant_speed", "bench_quant_speed_gpu.json"),
     "runtime_workers": ("bench_runtime_workers", "bench_runtime_workers.json"),

@@ -216,3 +216,24 @@ def test_accuracy_rescore_recomputes_scores_from_stored_hypotheses():
     comp = sys_["tarq"]["comparisons"]["gptq"]["wer"]["mean"]
     assert comp["diff"] == pytest.approx(-2 / 14)
     assert "gptq" not in sys_["gptq"]["comparisons"]
+
+
+def test_quant_speed_in_run_baseline_ratios_and_table():
+    """--baseline-python: the older code's row of the same configuration is what the ratios divide by, and the
+    table marks which row is which."""
+    base = {"model": "tiny.en", "method": "tarq", "format": "q4_0", "backend": "native", "n_calib": 8,
+            "kernels_backend": "native", "prepare": 1.0, "solve": 1.0, "other": 0.5}
+    new = dict(base, code="current", wall_s=8.0, forward=3.0, statistics=1.0, peak_rss_mb=300.0,
+               current_vs_baseline_codes={"codes_equal_fraction": 0.875})
+    old = dict(base, code="baseline", wall_s=10.0, forward=5.0, statistics=2.0, peak_rss_mb=400.0)
+    other = dict(old, model="base")   # another configuration's baseline is never used
+    vb = bench_quant_speed.against_in_run_baseline(new, [other, old, new], "abc123")
+    assert vb["wall_ratio"] == pytest.approx(0.8) and vb["statistics_ratio"] == pytest.approx(0.5)
+    assert vb["peak_rss_ratio"] == pytest.approx(0.75) and vb["baseline"] == "in-run: abc123"
+    assert bench_quant_speed.against_in_run_baseline(dict(new, model="small"), [old], "x") is None
+    qs = {"meta": _meta(), "config": {"device": "cpu", "threads": 2, "repeats": 1,
+                                      "baseline_code": {"label": "abc123"}},
+          "runs": [dict(new, vs_baseline=vb), old]}
+    md = bench_quant_speed.render_markdown(qs)
+    assert "| this tree |" in md and "| abc123 |" in md and "codes equal (abc123 vs this tree)" in md
+    assert "0.8750" in md and "| 0.80 |" in md

@@ -122,3 +122,57 @@ def test_weighted_rows_equal_repeated_rows_in_one_call():
     assert sa.n_common == sb.n_common == 29
     torch.testing.assert_close(sa.H_common, sb.H_common, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sa.H_delta, sb.H_delta, rtol=1e-5, atol=1e-5)
+
+
+def test_buffered_updates_equal_per_utterance_updates_and_the_float64_sums():
+    """Rows are buffered and folded in every flush_rows rows: the statistics are those of per-utterance updates
+    (to float32 rounding) and of the float64 definition, whatever the flush size; tail, weights and H_Δ included."""
+    g = torch.Generator().manual_seed(5)
+    n = 24
+    utts = []
+    for u in range(7):
+        x = torch.randn(30 + 7 * u, n, generator=g)
+        utts.append((x, x + 0.1 * torch.randn(x.shape, generator=g), torch.rand(x.shape[0], generator=g) < 0.3,
+                     torch.where(torch.rand(x.shape[0], generator=g) < 0.5, 1.0, 4.0)))
+    results = []
+    for flush in (1, 50, 100_000):
+        acc = StatsAccumulator(n, track_delta=True, flush_rows=flush)
+        for x, fp, tail, w in utts:
+            mine = x.clone()
+            acc.add(mine, fp, tail, w)
+            mine.fill_(1e3)   # the accumulator keeps copies: overwriting the caller's rows changes nothing
+        results.append(acc.finalize())
+    X = torch.cat([u[0] for u in utts]).double()
+    D = torch.cat([u[1] for u in utts]).double() - X
+    T = torch.cat([u[2] for u in utts])
+    W = torch.cat([u[3] for u in utts]).double()
+    want_c = (X[~T] * W[~T, None]).T @ X[~T]
+    want_t = (X[T] * W[T, None]).T @ X[T]
+    want_d = (D * W[:, None]).T @ X
+    for st in results:
+        assert st.n_common == int(W[~T].sum()) and st.n_tail == int(W[T].sum())
+        torch.testing.assert_close(st.H_common, want_c, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(st.H_tail, want_t, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(st.H_delta, want_d, rtol=1e-5, atol=1e-4)
+        assert torch.equal(st.H_common, st.H_common.T)
+
+
+def test_rotating_padding_pick_covers_every_position_across_utterances():
+    """pick="rotate": each utterance keeps one phase of every run, the phase advancing every second utterance, so
+    over 2·stride utterances every padding position is kept exactly twice (once per cross-fitting fold)."""
+    from tarq.calib.pipeline import padding_subsample
+
+    stride, first = 8, 301
+    kept = torch.zeros(1500, dtype=torch.long)
+    per_fold = [torch.zeros(1500, dtype=torch.long), torch.zeros(1500, dtype=torch.long)]
+    for u in range(2 * stride):
+        parts = padding_subsample(1500, first, stride, "rotate", utterance=u)
+        assert sum(w * i.numel() for i, w in parts) == 1500 - first   # weights still cover this utterance's padding
+        idx = torch.cat([i for i, _ in parts])
+        kept[idx] += 1
+        per_fold[u % 2][idx] += 1
+    full_runs_end = first + (1500 - first) // stride * stride
+    assert bool((kept[first:full_runs_end] == 2).all()) and int(kept[:first].sum()) == 0
+    assert bool((per_fold[0][first:full_runs_end] == 1).all()) and bool((per_fold[1][first:full_runs_end] == 1).all())
+    # the last, shorter run (3 frames here) keeps a frame inside it whatever the phase
+    assert bool((kept[full_runs_end:] > 0).any()) and kept[full_runs_end:].sum() == 2 * stride

@@ -117,10 +117,11 @@ def test_method_overrides_apply_and_conflicts_are_errors():
 
 def _random_stats(n=64, seed=0, folds=True, learnable=True):
     """Six utterances of 40 positions; δ = x_fp − x is a fixed linear map of x (learnable from either fold) or
-    independent noise (a correction fitted on one fold does not carry over)."""
+    independent noise (a correction fitted on one fold does not carry over). One update per utterance
+    (flush_rows=1), so folded and plain accumulation sum the same float32 blocks, in a different order."""
     g = torch.Generator().manual_seed(seed)
     A = 0.05 * torch.randn(n, n, generator=g) / math.sqrt(n)
-    acc = FoldedStatsAccumulator(n) if folds else StatsAccumulator(n, track_delta=True)
+    acc = FoldedStatsAccumulator(n, flush_rows=1) if folds else StatsAccumulator(n, track_delta=True, flush_rows=1)
     for u in range(6):
         x = torch.randn(40, n, generator=g)
         delta = x @ A if learnable else 0.05 * torch.randn(40, n, generator=g)

@@ -53,9 +53,11 @@ class CalibConfig:
     # pad_stride, weighted by the frames it stands for; "all": every frame of the window (exact, slower);
     # "speech": only the frames covering audio. The forward always runs the whole window.
     encoder_frames: str = "sampled"
-    pad_stride: int = 4
+    # stride 8 with the phase rotating over utterances: 25 % fewer statistics rows than stride 4 (middle frame,
+    # the previous default) at the same H error (docs/methods.md §2, benchmarks/results/bench_padding_stats.json)
+    pad_stride: int = 8
     pad_margin: int = 16
-    pad_pick: str = "middle"          # which frame of a run of pad_stride stands for it (padding_subsample)
+    pad_pick: str = "rotate"          # which frame of a run of pad_stride stands for it (padding_subsample)
     # Keep a stage's inputs (Whisper: fc2's [1500, 4d] input) from the statistics pass to the advance pass of the
     # quantized stream (faster) or rebuild them in the advance pass (one more fc1 per utterance; bounded memory).
     keep_stage_inputs: bool = True
@@ -96,8 +98,8 @@ class CalibConfig:
             raise ValueError(f"encoder_frames must be one of {ENCODER_FRAMES}, got {self.encoder_frames!r}")
         if self.n_calib <= 0:
             raise ValueError(f"n_calib must be positive, got {self.n_calib}")
-        if self.pad_pick not in ("middle", "golden"):
-            raise ValueError(f"pad_pick must be 'middle' or 'golden', got {self.pad_pick!r}")
+        if self.pad_pick not in PAD_PICKS:
+            raise ValueError(f"pad_pick must be one of {PAD_PICKS}, got {self.pad_pick!r}")
         if self.pad_stride < 1 or self.pad_margin < 0:
             raise ValueError(f"pad_stride must be >= 1 and pad_margin >= 0, got {self.pad_stride}, {self.pad_margin}")
         self.analysis_options()   # validates the analysis options
@@ -154,14 +156,22 @@ def select_subset(items: Sequence, n: int, seed: int) -> list:
 _GOLDEN = 0.6180339887498949
 
 
-def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "middle") -> list[tuple[torch.Tensor, float]]:
+PAD_PICKS = ("middle", "golden", "rotate")
+
+
+def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "middle",
+                      utterance: int = 0) -> list[tuple[torch.Tensor, float]]:
     """Frames standing for the padding [first_pad, n_frames): one frame of every run of ``stride`` consecutive
     frames, weighted by the run's length -> [(indices, weight)] (one entry per distinct weight).
 
     Which frame of a run: ``pick="middle"`` (default) the middle one (midpoint rule); ``pick="golden"`` offset
     ⌊frac(j·φ)·len⌋ in run j (φ = golden ratio), a low-discrepancy pick that avoids a fixed phase against the
-    sinusoidal position embeddings the padding frames carry. Measured on tiny.en (docs/methods.md §2), the
-    middle pick approximates H better at stride 4; neither is good at stride >= 8 in encoder layer 0."""
+    sinusoidal position embeddings the padding frames carry; ``pick="rotate"`` offset (utterance // 2) mod
+    stride in every run of utterance number ``utterance``: across the calibration set each frame position of the
+    padding is kept equally often (the padding frames at one position are nearly the same in every utterance,
+    since the padding's features are constant), so the estimate of the set's H is unbiased per position instead of
+    aliasing with a fixed phase; // 2 keeps both cross-fitting folds (utterance parity) on every phase. Measured
+    on tiny.en in docs/methods.md §2."""
     if first_pad >= n_frames:
         return []
     starts = torch.arange(first_pad, n_frames, stride)
@@ -171,8 +181,10 @@ def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "m
         offsets = torch.minimum((frac * lengths).long(), lengths - 1)
     elif pick == "middle":
         offsets = lengths // 2
+    elif pick == "rotate":
+        offsets = torch.full_like(lengths, (utterance // 2) % stride).minimum(lengths - 1)
     else:
-        raise ValueError(f"pick must be 'golden' or 'middle', got {pick!r}")
+        raise ValueError(f"pick must be one of {PAD_PICKS}, got {pick!r}")
     out = []
     for w in sorted(set(lengths.tolist()), reverse=True):
         sel = lengths == w
@@ -181,7 +193,7 @@ def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "m
 
 
 def _select_rows(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample, domain: str, cfg: CalibConfig,
-                 key: str | None = None):
+                 key: str | None = None, utterance: int = 0):
     """The positions that enter the statistics -> (rows, FP rows, tail tags, weights or None = all 1).
 
     Weights multiply two things: the number of frames a subsampled padding frame stands for, and the
@@ -199,7 +211,7 @@ def _select_rows(x: torch.Tensor, x_fp: torch.Tensor | None, sample: CalibSample
         return x[:n_speech], x_fp[:n_speech] if x_fp is not None else None, \
             tail[:n_speech] if tail is not None else None, pw[:n_speech] if pw is not None else None
     exact = min(x.shape[0], n_speech + cfg.pad_margin)
-    parts = padding_subsample(x.shape[0], exact, cfg.pad_stride, cfg.pad_pick)
+    parts = padding_subsample(x.shape[0], exact, cfg.pad_stride, cfg.pad_pick, utterance)
     idx = torch.cat([torch.arange(exact)] + [i for i, _ in parts]).to(x.device)
     weights = torch.cat([torch.ones(exact)] + [torch.full((i.numel(),), w) for i, w in parts]).to(x.device)
     if pw is not None:
@@ -379,7 +391,7 @@ def _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_block, s
             if g.key not in accs:
                 accs[g.key] = StatsAccumulator(x[g.key].shape[-1], track_delta=method.needs_fp_stream,
                                                device=x[g.key].device)
-            rows = _select_rows(x[g.key], x[g.key] if method.needs_fp_stream else None, s, g.domain, cfg, g.key)
+            rows = _select_rows(x[g.key], x[g.key] if method.needs_fp_stream else None, s, g.domain, cfg, g.key, i)
             accs[g.key].add(*rows)
         timer.add("stats", t0)
     for stg in embed_block.stages:
@@ -415,7 +427,7 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
                 accs[g.key] = (FoldedStatsAccumulator(n, device=dev) if folds else
                                StatsAccumulator(n, track_delta=model_fp is not None, device=dev))
             try:
-                rows = _select_rows(xq[g.key], xfp[g.key] if xfp is not None else None, s, g.domain, cfg, g.key)
+                rows = _select_rows(xq[g.key], xfp[g.key] if xfp is not None else None, s, g.domain, cfg, g.key, i)
                 if folds:
                     accs[g.key].add(*rows, fold=i % 2)   # folds split by utterance, never by position
                 else:

@@ -64,8 +64,8 @@ def register(subparsers) -> None:
                         "frame, weighted (sampled, the default), every frame of the 30 s window (all: exact, "
                         "slower), or only frames covering audio (speech)")
     p.add_argument("--pad-stride", type=int, default=None,
-                   help="with --encoder-frames sampled: one padding frame in N enters the statistics, weighted N "
-                        "(default 4)")
+                   help="with --encoder-frames sampled: one padding frame in N enters the statistics, weighted N, "
+                        "its phase rotating over utterances (default 8)")
     p.add_argument("--low-memory", action="store_true",
                    help="rebuild fc2's input in the advance pass instead of keeping it for all calibration utterances "
                         "(tiny.en, 128 utterances: ~1.2 GB less peak memory, ~10 %% more forward time; same codes)")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ...calib.rarity import tag_positions
 from ..adapter import FRAMES, Block, CalibSample, LinearGroup, ModelAdapter, Stage
+from ..attention import attend_heads
 from .load import EMBED, input_values, tied_parameters
 
 CROSS_KV_KEY = "model.decoder.encoder_attn.kv"
@@ -96,8 +97,8 @@ class MoonshineAdapter(ModelAdapter):
         v = attn.v_proj(kv_in).view(kv_in.shape[0], -1, hd).transpose(0, 1)[None]
         if rope is not None:
             q, k = apply_rotary_pos_emb(q, k, *rope)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=attn.scaling, enable_gqa=True)
-        return o[0].transpose(0, 1).reshape(q_in.shape[0], -1)
+        o = attend_heads(q[0], k[0], v[0], causal=causal, scale=attn.scaling, enable_gqa=True)
+        return o.transpose(0, 1).reshape(q_in.shape[0], -1)
 
     def init_state(self, model, sample: CalibSample) -> dict:
         enc = model.model.encoder

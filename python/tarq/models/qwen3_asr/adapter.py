@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ...calib.rarity import tag_positions
 from ..adapter import FRAMES, Block, CalibSample, LinearGroup, ModelAdapter, Stage
+from ..attention import attend_heads
 from .load import EMBED, LM_HEAD, tied_parameters
 from .prompt import audio_features, n_audio_frames, prompt_ids
 
@@ -114,7 +115,7 @@ class Qwen3AsrAdapter(ModelAdapter):
         q, k, v = (p(x).view(-1, h, hd).transpose(0, 1) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
         outs = []
         for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
-            outs.append(F.scaled_dot_product_attention(q[:, s:e], k[:, s:e], v[:, s:e], scale=attn.scaling))
+            outs.append(attend_heads(q[:, s:e], k[:, s:e], v[:, s:e], scale=attn.scaling))
         return torch.cat(outs, dim=1).transpose(0, 1).reshape(x.shape[0], h * hd)
 
     @staticmethod
@@ -127,8 +128,8 @@ class Qwen3AsrAdapter(ModelAdapter):
         k = attn.k_norm(attn.k_proj(x).view(x.shape[0], -1, hd)).transpose(0, 1)[None]
         v = attn.v_proj(x).view(x.shape[0], -1, hd).transpose(0, 1)[None]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=True)
-        return o[0].transpose(0, 1).reshape(x.shape[0], -1)
+        o = attend_heads(q[0], k[0], v[0], causal=True, scale=attn.scaling, enable_gqa=True)
+        return o.transpose(0, 1).reshape(x.shape[0], -1)
 
     def init_state(self, model, sample: CalibSample) -> dict:
         rows, pos, cu = self.audio_front(model, sample.features, int(sample.extra["n_mel_frames"]))

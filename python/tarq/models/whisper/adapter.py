@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ...calib.rarity import tag_positions
 from ..adapter import FRAMES, Block, CalibSample, LinearGroup, ModelAdapter, Stage
+from ..attention import attend_heads
 from .names import TIED, TOKEN_EMBEDDING
 
 SAMPLE_RATE = 16000
@@ -110,7 +111,7 @@ class WhisperAdapter(ModelAdapter):
         q = q.view(T, h, hd).transpose(0, 1)
         k = k.view(S, h, hd).transpose(0, 1)
         v = v.view(S, h, hd).transpose(0, 1)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=attn.scaling)
+        o = attend_heads(q, k, v, causal=causal, scale=attn.scaling)
         return o.transpose(0, 1).reshape(T, h * hd)
 
     def init_state(self, model, sample: CalibSample) -> dict:
