@@ -187,3 +187,20 @@ def test_cli_flags_override_the_spec_file(tmp_path, capsys):
     assert main(["grid", "--out", str(tmp_path / "o"), "--models", "tiny.en", "--types", "q4_0",
                  "--methods", "awq", "--data", str(DEMO / "eval"), "--dry-run"]) == 1
     assert "unknown method 'awq'" in capsys.readouterr().err
+
+
+def test_one_path_spelled_two_ways_is_one_artifact_and_one_cell(tmp_path, monkeypatch):
+    """Artifact and cell ids hash the calibration / data paths: a spec file's relative path, the same path with
+    '..' in it and the absolute path must give the same ids (else the grid rebuilds and re-decodes everything)."""
+    (tmp_path / "grids").mkdir()
+    spec_file = tmp_path / "grids" / "g.toml"
+    spec_file.write_text('models = ["tiny.en"]\nmethods = ["gptq"]\ntypes = ["q4_0"]\nbaselines = ["gptq"]\n'
+                         'calib = "../grids/../data/cal"\n[[data]]\npath = "../data/./dev"\n')
+    rel = load_spec(spec_file)
+    absolute = spec_from_dict({"models": ["tiny.en"], "methods": ["gptq"], "types": ["q4_0"], "baselines": ["gptq"],
+                               "calib": str(tmp_path / "data" / "cal"), "data": [str(tmp_path / "data" / "dev")]})
+    assert rel.calib == absolute.calib == str(tmp_path / "data" / "cal")
+    assert rel.data[0].path == absolute.data[0].path == str(tmp_path / "data" / "dev")
+    assert [a.id for a in rel.artifacts()] == [a.id for a in absolute.artifacts()]
+    monkeypatch.chdir(tmp_path / "grids")   # flags: relative to the working directory
+    assert parse_data("../data/dev").path == str(tmp_path / "data" / "dev")

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
 
 
 def build_spec(args):
-    from tarq.grid.spec import GridSpec, load_spec, parse_data, parse_method, with_overrides
+    from tarq.grid.spec import GridSpec, canonical_path, load_spec, parse_data, parse_method, with_overrides
 
     spec = load_spec(args.spec) if args.spec else GridSpec(models=[], methods=[], types=[], data=[])
     seeds = _csv(args.seeds)
@@ -56,7 +56,7 @@ def build_spec(args):
         spec, models=_csv(args.models), types=_csv(args.types),
         methods=None if args.methods is None else [parse_method(m) for m in _csv(args.methods)],
         data=None if not args.data else [parse_data(d) for d in args.data],
-        seeds=None if seeds is None else [int(s) for s in seeds], calib=args.calib, n_calib=args.n_calib,
+        seeds=None if seeds is None else [int(s) for s in seeds], calib=canonical_path(args.calib) if args.calib else None, n_calib=args.n_calib,
         runtimes=_csv(args.runtimes), policies=_csv(args.policies), baselines=_csv(args.baselines),
         threads=args.threads, decode_threads=args.decode_threads, shard_size=args.shard_size,
         quantize_gpus=args.quantize_gpus, bootstrap=args.bootstrap, name=args.name)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -231,14 +232,24 @@ def parse_data(entry, base: Path | None = None) -> DataSpec:
         entry = {"path": path, "limit": limit}
     if not isinstance(entry, dict) or "path" not in entry:
         raise ValueError(f"grid spec: a data entry needs a path: {entry!r}")
-    p = Path(str(entry["path"])).expanduser()
-    if base is not None and not p.is_absolute():
-        p = base / p
+    p = Path(canonical_path(str(entry["path"]), base))
     limit = entry.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"grid spec: data limit must be a positive integer, got {limit!r}")
     name = entry.get("name") or (p.parent.name if p.suffix in (".jsonl", ".tsv") else p.name)
     return DataSpec(str(p), str(name), limit, int(entry.get("subset_seed", 0)))
+
+
+def canonical_path(path: str, base: Path | None = None) -> str:
+    """An absolute, lexically normalised path (``~`` expanded; relative to ``base``, else the working directory).
+
+    Artifact and cell ids hash the calibration and data paths, so one file reached by two spellings
+    ("grids/../../shared/x" vs "/work/shared/x") must be one string, or the grid rebuilds what it has and decodes
+    every utterance again. Lexical (``normpath``), not ``resolve()``: symlinks are kept as the user named them."""
+    p = Path(str(path)).expanduser()
+    if not p.is_absolute():
+        p = (base if base is not None else Path.cwd()) / p
+    return os.path.normpath(str(p))
 
 
 _LIST_KEYS = ("models", "types", "seeds", "runtimes", "policies", "baselines")
@@ -260,8 +271,8 @@ def spec_from_dict(d: dict, base: Path | None = None) -> GridSpec:
     for k in _SCALAR_KEYS:
         if k in d:
             kw[k] = d[k]
-    if kw.get("calib") and base is not None and not Path(kw["calib"]).expanduser().is_absolute():
-        kw["calib"] = str(base / Path(kw["calib"]).expanduser())
+    if kw.get("calib"):
+        kw["calib"] = canonical_path(kw["calib"], base)
     kw["methods"] = [parse_method(m) for m in d.get("methods", [])]
     kw["data"] = [parse_data(x, base) for x in d.get("data", [])]
     kw.setdefault("models", [])
