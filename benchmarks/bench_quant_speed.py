@@ -212,13 +212,18 @@ def against_in_run_baseline(row: dict, runs: list[dict], label: str) -> dict | N
     key = ("model", "method", "format", "backend", "n_calib")
     for b in runs:
         if b.get("code") == "baseline" and all(b.get(k) == row.get(k) for k in key):
-            def ratio(k):
-                return row[k] / b[k] if row.get(k) is not None and b.get(k) else None
-            return {"baseline": f"in-run: {label}", "statistics_ratio": ratio("statistics"),
-                    "wall_ratio": ratio("wall_s"), "peak_rss_ratio": ratio("peak_rss_mb"),
-                    "forward_ratio": ratio("forward"), "baseline_statistics_s": b.get("statistics"),
-                    "baseline_wall_s": b.get("wall_s"), "baseline_peak_rss_mb": b.get("peak_rss_mb")}
+            return _ratios(row, b, f"in-run: {label}")
     return None
+
+
+def _ratios(row: dict, b: dict, source: str) -> dict:
+    """statistics / wall / peak-RSS / forward ratios of ``row`` against the baseline row ``b``."""
+    def ratio(key):
+        return row[key] / b[key] if row.get(key) is not None and b.get(key) else None
+    return {"baseline": source, "statistics_ratio": ratio("statistics"),
+            "wall_ratio": ratio("wall_s"), "peak_rss_ratio": ratio("peak_rss_mb"),
+            "forward_ratio": ratio("forward"), "baseline_statistics_s": b.get("statistics"),
+            "baseline_wall_s": b.get("wall_s"), "baseline_peak_rss_mb": b.get("peak_rss_mb")}
 
 
 def baseline_code_info(python: str) -> dict:
@@ -239,12 +244,7 @@ def against_baseline(row: dict, baseline_path: Path | None) -> dict | None:
     for b in read_json(Path(baseline_path)).get("runs", []):
         if (b["model"], b["method"], b["backend"], b["n_calib"]) == (row["model"], row["method"], row["backend"],
                                                                      row["n_calib"]):
-            def ratio(key):
-                return row[key] / b[key] if row.get(key) is not None and b.get(key) else None
-            return {"baseline": str(baseline_path), "statistics_ratio": ratio("statistics"),
-                    "wall_ratio": ratio("wall_s"), "peak_rss_ratio": ratio("peak_rss_mb"),
-                    "forward_ratio": ratio("forward"), "baseline_statistics_s": b.get("statistics"),
-                    "baseline_wall_s": b.get("wall_s"), "baseline_peak_rss_mb": b.get("peak_rss_mb")}
+            return _ratios(row, b, str(baseline_path))
     return None
 
 
@@ -284,9 +284,7 @@ def render_markdown(result: dict) -> str:
         vb = r.get("vs_baseline") or {}
         phases = r.get("peak_rss_mb_by_phase") or {}
         if r.get("code", "current") != "current":   # a baseline row: compared against, not compared
-            ref = q4 = None
-            vs_q4 = "–"
-            speed = wall_speed = "–"
+            vs_q4 = speed = wall_speed = "–"
         row = [r["model"], r["method"], fmt] + ([base_label if r.get("code") == "baseline" else "this tree"]
                                                if with_code else []) + [vs_q4, r["n_calib"],
                r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and

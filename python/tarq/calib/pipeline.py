@@ -164,8 +164,8 @@ def padding_subsample(n_frames: int, first_pad: int, stride: int, pick: str = "m
     """Frames standing for the padding [first_pad, n_frames): one frame of every run of ``stride`` consecutive
     frames, weighted by the run's length -> [(indices, weight)] (one entry per distinct weight).
 
-    Which frame of a run: ``pick="middle"`` (default) the middle one (midpoint rule); ``pick="golden"`` offset
-    ⌊frac(j·φ)·len⌋ in run j (φ = golden ratio), a low-discrepancy pick that avoids a fixed phase against the
+    Which frame of a run: ``pick="middle"`` (this function's default; ``CalibConfig`` uses "rotate") the middle
+    one (midpoint rule); ``pick="golden"`` offset ⌊frac(j·φ)·len⌋ in run j (φ = golden ratio), a low-discrepancy pick that avoids a fixed phase against the
     sinusoidal position embeddings the padding frames carry; ``pick="rotate"`` offset (utterance // 2) mod
     stride in every run of utterance number ``utterance``: across the calibration set each frame position of the
     padding is kept equally often (the padding frames at one position are nearly the same in every utterance,

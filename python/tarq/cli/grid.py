@@ -56,7 +56,8 @@ def build_spec(args):
         spec, models=_csv(args.models), types=_csv(args.types),
         methods=None if args.methods is None else [parse_method(m) for m in _csv(args.methods)],
         data=None if not args.data else [parse_data(d) for d in args.data],
-        seeds=None if seeds is None else [int(s) for s in seeds], calib=canonical_path(args.calib) if args.calib else None, n_calib=args.n_calib,
+        seeds=None if seeds is None else [int(s) for s in seeds],
+        calib=canonical_path(args.calib) if args.calib else None, n_calib=args.n_calib,
         runtimes=_csv(args.runtimes), policies=_csv(args.policies), baselines=_csv(args.baselines),
         threads=args.threads, decode_threads=args.decode_threads, shard_size=args.shard_size,
         quantize_gpus=args.quantize_gpus, bootstrap=args.bootstrap, name=args.name)

@@ -4,7 +4,8 @@ The adapters compute attention one utterance at a time on ``[heads, T, head_dim]
 dispatcher picks the fused flash-attention kernel only for 4-D ``[batch, heads, T, head_dim]`` inputs; 3-D
 inputs fall back to the unfused math path (materialised ``T × T`` scores, safe-softmax masking passes), which
 made Whisper's 1,500-frame encoder self-attention ~5× slower and ~70 % of a calibration's forward time
-(benchmarks/README.md, "Calibration forward"). Adding the batch axis here keeps every adapter on the fused kernel.
+(benchmarks/README.md, "Quantization speed", issue 13 second round). Adding the batch axis here keeps every
+adapter on the fused kernel.
 """
 from __future__ import annotations
 
