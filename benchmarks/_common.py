@@ -273,7 +273,9 @@ def write_json(path: Path, obj: Any) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(_finite(obj), f, indent=1, sort_keys=False, default=_json_default, allow_nan=False)
             f.write("\n")
-        os.chmod(tmp, 0o644)      # mkstemp makes 0600; results are meant to be committed and shared
+        umask = os.umask(0)       # mkstemp makes 0600; a result file gets the mode any new file would get
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (BENCH_DIR, RunMeta, add_common_args, ensure_tarq_importable, read_json,  # noqa: E402
                      resolve_data_root, write_json)
+from _redact import redact  # noqa: E402
 
 METHODS = ("ggml", "gptq", "rarebal", "tarq", "qep")
 BASELINES = ("gptq", "ggml")          # every method is compared with these
@@ -175,13 +176,16 @@ def main(argv=None) -> int:
         ensure_tarq_importable()
         result = read_json(args.out)
         if result.get("format") != "tarq-grid-results":
+            if result.get("redacted"):
+                raise SystemExit(f"{args.out}: cannot re-score, the transcripts of {', '.join(result['redacted'])} "
+                                 "were removed from this file (benchmarks/_redact.py); re-run the benchmark")
             import _accuracy_legacy
 
             result = _accuracy_legacy.rescore(result, args.n_boot, args.seed)
         save_and_report(args.out, result, plot, render_markdown)
         return 0
     result = run(args)
-    write_json(args.out, result)
+    write_json(args.out, redact(result))           # no evaluation-only transcripts in a committed result
     save_and_report(args.out, None, plot, render_markdown)
     return 0
 

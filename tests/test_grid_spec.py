@@ -141,6 +141,12 @@ def test_grid_runs_skips_finished_cells_and_writes_one_table(tmp_path, monkeypat
     assert s3["done_before"] == 8 and s3["ran"] == 6
     assert {r[1] for r in fake.ran if r[0] == "quantize"} == {a.id for a in bigger.artifacts()
                                                               if a.type == "q8_0" and a.method.label != "ggml"}
+    # a grid over two types also writes the frontier (sizes from the fake exports: every file 1000 bytes)
+    doc = json.loads((out / "results.json").read_text())
+    assert sorted((r["method"], r["type"]) for r in doc["frontier"]) == sorted(
+        (m, t) for m in ("ggml", "rtn", "gptq") for t in ("q4_0", "q8_0"))
+    assert all(r["bpw"] == 16.0 for r in doc["frontier"])
+    assert "### Frontier: tiny.en" in (out / "results.md").read_text()
 
 
 def test_a_failing_cell_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The one results table of a grid: every planned cell's scores, damage against its reference system, failures,
 build cost, and the paired comparisons against the baselines, in ``results.json`` (read by the benchmark
-README renderer and the plots), ``results.md`` and ``results.png``.
+README renderer and the plots), ``results.md`` and ``results.png`` (+ ``frontier.png`` for a grid of several
+types).
 
 ``results.json`` (format ``tarq-grid-results``, version 1)::
 
@@ -14,7 +15,9 @@ README renderer and the plots), ``results.md`` and ``results.png``.
      "utterances": {dataset: {"ids": [...], "refs": [...]}},
      "comparisons": [{"a", "b", "model", "type", "runtime", "policy",
                       "rows": [{"dataset", "metric", "diff", "ci", "resolvable", "a", "b"}]}],
-     "missing": [cell ids without a result]}
+     "missing": [cell ids without a result],
+     "frontier": [one row per quantized system: bytes, bits per weight, pooled damage, WER, failures, paired
+                  damage vs each baseline of its type] (only when the grid spans several types; frontier.py)}
 
 Rates are fractions; ``pooled`` damage sums words over all data sets of the system; ``mean`` WER rates are
 unweighted means over data sets. A system's ``pooled`` is present only when all its data sets are.
@@ -202,17 +205,23 @@ def _cell_record(plan, g: dict, order: list[str]) -> dict:
 def write_results(plan, out: Path) -> Path:
     from tarq._atomic import atomic_write
 
+    from .frontier import frontier_rows, plot_frontier, render_frontier, spans_types
     from .render import plot, render_markdown
     from .tasks import _write_json
 
     doc = collect(plan)
+    frontier = spans_types(doc)
+    if frontier:
+        doc["frontier"] = frontier_rows(doc)
     path = Path(out) / "results.json"
     _write_json(path, doc)
-    md = render_markdown(doc)
+    md = render_markdown(doc) + ("\n\n" + render_frontier(doc) if frontier else "")
     with atomic_write(Path(out) / "results.md", "w", encoding="utf-8") as f:
         f.write(md + "\n")
     try:
         plot(doc, Path(out) / "results.png")
+        if frontier:
+            plot_frontier(doc, Path(out) / "frontier.png")
     except ModuleNotFoundError:
         log.info("matplotlib not installed: no results.png (pip install 'tarq[bench]')")
     return path

@@ -1,0 +1,62 @@
+"""The frontier summary of a multi-type grid (tarq.grid.frontier) on a hand-made results document."""
+from __future__ import annotations
+
+import pytest
+
+from tarq.grid.frontier import bits_per_weight, frontier_rows, plot_frontier, render_frontier, spans_types
+
+
+def _system(method, type_, nbytes, damage=None, rare=None, loops=0, reference=False, wer=0.1):
+    key = f"base/{method}/{type_ or '-'}/s0/whisper.cpp/greedy"
+    pooled = None if reference else {"damage": {"net_rate": damage, "net_rate_ci": [damage - 0.01, damage + 0.01],
+                                                "net_rare_rate": rare, "net_rare_rate_ci": [rare - 0.02, rare + 0.02]}}
+    return {"key": key, "label": method, "model": "base", "method": method, "type": type_, "seed": 0,
+            "runtime": "whisper.cpp", "policy": "greedy", "reference": reference, "build": {"bytes": nbytes},
+            "datasets": {"a": {"failures": {"loops": loops, "truncations": 1, "empty": 0}},
+                         "b": {"failures": {"loops": loops, "truncations": 0, "empty": 2}}},
+            "mean": {"wer": wer, "rare_wer": 2 * wer}, "pooled": pooled}
+
+
+def _doc():
+    systems = [_system("f16", None, 1000, reference=True, wer=0.08),
+               _system("ggml", "q4_0", 281, 0.05, 0.10, loops=1),
+               _system("gptq", "q4_0", 281, 0.02, 0.06),
+               _system("ggml", "q2_k", 164, 0.90, 0.40, loops=3)]
+    comp = {"a": systems[2]["key"], "b": systems[1]["key"], "baseline": "ggml", "method": "gptq",
+            "rows": [{"dataset": "pooled", "metric": "net_rate", "diff": -0.03, "ci": [-0.05, -0.01]},
+                     {"dataset": "pooled", "metric": "net_rare_rate", "diff": -0.04, "ci": [-0.09, 0.01]},
+                     {"dataset": "a", "metric": "net_rate", "diff": -0.5, "ci": [-0.6, -0.4]}]}
+    return {"spec": {"baselines": ["ggml"]}, "subset": True, "systems": systems, "comparisons": [comp]}
+
+
+def test_bits_per_weight_is_read_off_the_file_sizes():
+    assert bits_per_weight(281, 1000) == pytest.approx(4.496)
+    assert bits_per_weight(500, 1000) == 8.0
+    assert bits_per_weight(None, 1000) is None and bits_per_weight(281, None) is None
+
+
+def test_rows_sorted_by_size_with_failures_summed_and_paired_differences():
+    doc = _doc()
+    assert spans_types(doc)
+    rows = frontier_rows(doc)
+    assert [(r["method"], r["type"]) for r in rows] == [("ggml", "q2_k"), ("ggml", "q4_0"), ("gptq", "q4_0")]
+    assert rows[0]["bpw"] == pytest.approx(2.624)
+    assert rows[0]["failures"] == [6, 1, 2]                     # loops 3 + 3, truncations 1 + 0, empty 0 + 2
+    assert rows[2]["vs"] == {"ggml": {"net_rate": {"diff": -0.03, "ci": [-0.05, -0.01]},
+                                      "net_rare_rate": {"diff": -0.04, "ci": [-0.09, 0.01]}}}
+    assert rows[1]["vs"] == {}
+    md = render_frontier(doc)
+    assert "Seeded subsets" in md and "| GPTQ Q4_0 | 4.50 | 0.0 |" in md
+    assert "-3.00 [-5.00, -1.00] (A better) · -4.00 [-9.00, +1.00] (within noise)" in md
+
+
+def test_one_type_is_no_frontier():
+    doc = _doc()
+    doc["systems"] = doc["systems"][:3]
+    assert not spans_types(doc)
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = plot_frontier(_doc(), tmp_path / "frontier.png")
+    assert out is not None and (tmp_path / "frontier.png").stat().st_size > 1000
