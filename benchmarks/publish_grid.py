@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS_DIR, read_json, write_json  # noqa: E402
+from _common import RESULTS_DIR, loadavg, machine_info, read_json, utc_now, write_json  # noqa: E402
 from _redact import find_unredacted, redact  # noqa: E402
 
 
@@ -26,6 +26,10 @@ def publish(grid: Path, name: str, results_dir: Path = RESULTS_DIR) -> list[Path
     if not src.is_file():
         raise ValueError(f"{src}: no grid results (run `tarq grid ... --out {grid}` first)")
     doc = redact(read_json(src))
+    # the grid records per cell what ran (runtime, library versions, timings) but not the machine: the publishing
+    # machine and commit are recorded here, with the load at publishing time (the run's load is not known here)
+    doc["meta"] = {"published": utc_now(), "machine": machine_info(), "loadavg_at_publish": loadavg(),
+                   "grid_folder": str(grid), "grid_created": doc.get("created")}
     out = [write_json(results_dir / f"{name}.json", doc)]
     for suffix, target in ((".md", f"{name}.md"), (".png", f"{name}.png")):
         if (grid / f"results{suffix}").is_file():

@@ -44,10 +44,15 @@ def test_rows_sorted_by_size_with_failures_summed_and_paired_differences():
     assert rows[0]["failures"] == [6, 1, 2]                     # loops 3 + 3, truncations 1 + 0, empty 0 + 2
     assert rows[2]["vs"] == {"ggml": {"net_rate": {"diff": -0.03, "ci": [-0.05, -0.01]},
                                       "net_rare_rate": {"diff": -0.04, "ci": [-0.09, 0.01]}}}
-    assert rows[1]["vs"] == {}
+    # the baseline's row reads the same pair from its side: (RTN - GPTQ), CI flipped
+    assert rows[1]["vs"] == {"gptq": {"net_rate": {"diff": 0.03, "ci": [0.01, 0.05]},
+                                      "net_rare_rate": {"diff": 0.04, "ci": [-0.01, 0.09]}}}
+    assert rows[0]["vs"] == {}
+    doc["spec"]["baselines"] = ["ggml", "gptq"]                           # a GPTQ column: RTN's row reads "worse"
+    assert "| – | +3.00 [+1.00, +5.00] (worse) · +4.00 [-1.00, +9.00] (within noise) |" in render_frontier(doc)
     md = render_frontier(doc)
     assert "Seeded subsets" in md and "| GPTQ Q4_0 | 4.50 | 0.0 |" in md
-    assert "-3.00 [-5.00, -1.00] (A better) · -4.00 [-9.00, +1.00] (within noise)" in md
+    assert "-3.00 [-5.00, -1.00] (better) · -4.00 [-9.00, +1.00] (within noise)" in md
 
 
 def test_one_type_is_no_frontier():

@@ -23,10 +23,19 @@ def spans_types(doc: dict) -> bool:
     return len({s["type"] for s in doc["systems"] if not s["reference"] and s.get("type")}) > 1
 
 
+def _oriented(row: dict, sign: float) -> dict:
+    """A comparison row's difference and CI as (this - other): flipped when this system was B."""
+    diff, ci = row["diff"], row["ci"]
+    if sign > 0 or _none(diff):
+        return {"diff": diff, "ci": ci}
+    return {"diff": -diff, "ci": [None if _none(ci[1]) else -ci[1], None if _none(ci[0]) else -ci[0]]}
+
+
 def frontier_rows(doc: dict) -> list[dict]:
     """One record per quantized system with a pooled result: model, runtime, policy, method, type, bytes, bpw,
     pooled damage / rare damage (+ CI against F16), mean WER / rare-WER, failures summed over sets, and the paired
-    pooled damage differences against each baseline of the same type."""
+    pooled damage differences (this system − the other) against each baseline of the same type, or, for a
+    baseline, against each other method it was compared with."""
     rows = []
     for (model, runtime, policy), systems in groups(doc):
         ref = next((s for s in systems if s["reference"]), None)
@@ -42,11 +51,13 @@ def frontier_rows(doc: dict) -> list[dict]:
                     fails[i] += f.get(k) or 0
             vs = {}
             for c in doc.get("comparisons", []):
-                if c["a"] != s["key"]:
+                # stored once per pair (A - B); this row reads it as (this system - other), flipped when it is B
+                if s["key"] not in (c["a"], c["b"]):
                     continue
+                other, sign = (c["baseline"], 1.0) if c["a"] == s["key"] else (c["method"], -1.0)
                 by = {(r["dataset"], r["metric"]): r for r in c["rows"]}
-                vs[c["baseline"]] = {m: {"diff": by[("pooled", m)]["diff"], "ci": by[("pooled", m)]["ci"]}
-                                     for m in ("net_rate", "net_rare_rate") if ("pooled", m) in by}
+                vs[other] = {m: _oriented(by[("pooled", m)], sign)
+                             for m in ("net_rate", "net_rare_rate") if ("pooled", m) in by}
             mean = s.get("mean") or {}
             nbytes = (s.get("build") or {}).get("bytes")
             rows.append({"model": model, "runtime": runtime, "policy": policy, "key": s["key"],
@@ -61,6 +72,12 @@ def frontier_rows(doc: dict) -> list[dict]:
     return rows
 
 
+def _row_verdict(ci) -> str:
+    """This row against the column's system (damage: lower is better)."""
+    v = _verdict(ci)
+    return {"A better": "better", "B better": "worse"}.get(v, v)
+
+
 def _vs_cell(row: dict, baseline: str) -> str:
     v = row["vs"].get(baseline)
     if not v:
@@ -71,7 +88,7 @@ def _vs_cell(row: dict, baseline: str) -> str:
         if not r or _none(r["diff"]):
             out.append("–")
             continue
-        out.append(f"{_ci(r['diff'], r['ci'])} ({_verdict(r['ci'])})")
+        out.append(f"{_ci(r['diff'], r['ci'])} ({_row_verdict(r['ci'])})")
     return " · ".join(out)
 
 
@@ -81,8 +98,8 @@ def render_frontier(doc: dict) -> str:
     baselines = list(doc.get("spec", {}).get("baselines") or [])
     parts = ["Bits per weight: 16 × file bytes / F16 file bytes (whole file, every tensor). Damage: net words lost "
              "against F16, pooled over sets, % with the paired 95 % CI; WER: mean over sets. "
-             "Against a baseline: A − baseline at the same type, damage · rare damage, points (negative = A "
-             "better)."]
+             "vs X: this system − X at the same type, damage · rare damage, points, with the paired 95 % CI "
+             "(negative: this system lost fewer words)."]
     if doc.get("subset"):
         parts.insert(0, "**Seeded subsets: a quick look, not published numbers.**")
     for (model, runtime, policy) in dict.fromkeys((r["model"], r["runtime"], r["policy"]) for r in rows):
@@ -95,7 +112,7 @@ def render_frontier(doc: dict) -> str:
                           "–" if not r["bytes"] else f"{r['bytes'] / 1e6:.1f}",
                           _ci(r["damage"], r["damage_ci"]), _ci(r["rare_damage"], r["rare_damage_ci"]),
                           f"{_p(r['wer'], False)} / {_p(r['rare_wer'], False)}", "/".join(map(str, r["failures"]))]
-                         + [_vs_cell(r, b) if r["method"] != b else "–" for b in baselines])
+                         + [_vs_cell(r, b) for b in baselines])
         parts.append(f"### Frontier: {model}, {runtime}, decoding policy {policy}\n\n" + _table(head, table))
     return "\n\n".join(parts)
 
