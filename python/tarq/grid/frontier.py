@@ -119,7 +119,8 @@ def render_frontier(doc: dict) -> str:
 
 def plot_frontier(doc: dict, path):
     """Per model/runtime/policy: bits per weight against mean WER, mean rare-WER (F16 as a dashed line), pooled
-    damage and rare damage (95 % CI against F16 as error bars); one line per method."""
+    damage and rare damage (95 % CI against F16 as error bars); every file a point labelled with its type, one line
+    per method through its best file at each size."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -153,9 +154,16 @@ def plot_frontier(doc: dict, path):
                 if metric in ("damage", "rare_damage") and all(c and not any(_none(x) for x in c) for c in ci):
                     err = [[100 * (r[metric] - c[0]) for r, c in zip(pts, ci)],
                            [100 * (c[1] - r[metric]) for r, c in zip(pts, ci)]]
-                    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=2, label=DISPLAY.get(m, m), color=f"C{k}")
+                    ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=2, color=f"C{k}")
                 else:
-                    ax.plot(xs, ys, marker="o", label=DISPLAY.get(m, m), color=f"C{k}")
+                    ax.plot(xs, ys, "o", color=f"C{k}")
+                # the line is the method's frontier: its best file at each size (types of one size share an x)
+                best = {}
+                for x, y, r in zip(xs, ys, pts):
+                    if r["bpw"] not in best or y < best[r["bpw"]][1]:
+                        best[r["bpw"]] = (x, y)
+                line = sorted(best.values())
+                ax.plot([p[0] for p in line], [p[1] for p in line], "-", color=f"C{k}", label=DISPLAY.get(m, m))
                 for r, x, y in zip(pts, xs, ys):
                     ax.annotate(r["type"], (x, y), fontsize=5, textcoords="offset points", xytext=(2, 2))
             if metric in ("wer", "rare_wer") and not _none(ref_mean.get(metric)):
