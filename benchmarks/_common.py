@@ -267,15 +267,16 @@ def subset(items: Sequence, limit: int | None, seed: int = 0, key=lambda u: u.id
 
 def write_json(path: Path, obj: Any) -> Path:
     """Write atomically (temp file + rename): a crashed run never leaves half a result behind."""
+    ensure_tarq_importable()
+    from tarq._atomic import apply_umask
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(_finite(obj), f, indent=1, sort_keys=False, default=_json_default, allow_nan=False)
             f.write("\n")
-        umask = os.umask(0)       # mkstemp makes 0600; a result file gets the mode any new file would get
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        apply_umask(tmp)          # mkstemp makes 0600; a result file gets the mode any new file would get
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -18,32 +18,36 @@ def _set_name(name: str) -> str | None:
     return next((n for n in NOT_SHIPPED if n == name or name.startswith(n + "@")), None)
 
 
+def _restricted_texts(doc: dict):
+    """Every place a result document keeps texts of a NOT_SHIPPED set: (set name, where, container, keys) — the
+    one definition of where they live, shared by ``redact`` and ``find_unredacted``."""
+    for name, block in (doc.get("utterances") or {}).items():          # tarq-grid-results
+        if _set_name(name):
+            yield name, f"utterances.{name}.refs", block, ("refs",)
+    for s in doc.get("systems") or []:
+        hyps = s.get("hyps") or {}
+        for name in list(hyps):
+            if _set_name(name):
+                yield name, f"systems[{s.get('key')}].hyps.{name}", hyps, (name,)
+    for mname, m in (doc.get("models") or {}).items():                 # the older bench_accuracy layout
+        for backend, systems in (m.get("systems") or {}).items():
+            for method, entry in systems.items():
+                for d in (entry.get("result") or {}).get("datasets") or []:
+                    name = d.get("name", "")
+                    if _set_name(name):
+                        for u in d.get("utterances") or []:
+                            yield name, f"models.{mname}.systems.{backend}.{method}.{name}", u, ("ref", "hyp")
+
+
 def redact(doc: dict) -> dict:
     """Remove reference transcripts and hypotheses of the NOT_SHIPPED sets from a result document, in place;
     returns it. Idempotent."""
     removed: dict[str, str] = dict(doc.get("redacted") or {})
-    for name, block in (doc.get("utterances") or {}).items():          # tarq-grid-results
-        hit = _set_name(name)
-        if hit and "refs" in block:
-            del block["refs"]
-            removed[name] = NOT_SHIPPED[hit]
-    for s in doc.get("systems") or []:
-        for name in list((s.get("hyps") or {})):
-            hit = _set_name(name)
-            if hit:
-                del s["hyps"][name]
-                removed[name] = NOT_SHIPPED[hit]
-    for m in (doc.get("models") or {}).values():                         # the older bench_accuracy layout
-        for systems in (m.get("systems") or {}).values():
-            for entry in systems.values():
-                for d in (entry.get("result") or {}).get("datasets") or []:
-                    hit = _set_name(d.get("name", ""))
-                    if not hit:
-                        continue
-                    for u in d.get("utterances") or []:
-                        u.pop("ref", None)
-                        u.pop("hyp", None)
-                    removed[d["name"]] = NOT_SHIPPED[hit]
+    for name, _, container, keys in list(_restricted_texts(doc)):
+        for k in keys:
+            if k in container:
+                del container[k]
+                removed[name] = NOT_SHIPPED[_set_name(name)]
     if removed:
         doc["redacted"] = removed
     return doc
@@ -51,19 +55,5 @@ def redact(doc: dict) -> dict:
 
 def find_unredacted(doc: dict) -> list[str]:
     """Where a result document still carries transcripts or hypotheses of a NOT_SHIPPED set (empty when clean)."""
-    found = []
-    for name, block in (doc.get("utterances") or {}).items():
-        if _set_name(name) and block.get("refs"):
-            found.append(f"utterances.{name}.refs")
-    for s in doc.get("systems") or []:
-        for name, hyps in (s.get("hyps") or {}).items():
-            if _set_name(name) and hyps:
-                found.append(f"systems[{s.get('key')}].hyps.{name}")
-    for mname, m in (doc.get("models") or {}).items():
-        for backend, systems in (m.get("systems") or {}).items():
-            for method, entry in systems.items():
-                for d in (entry.get("result") or {}).get("datasets") or []:
-                    if _set_name(d.get("name", "")) and any("ref" in u or "hyp" in u
-                                                            for u in d.get("utterances") or []):
-                        found.append(f"models.{mname}.systems.{backend}.{method}.{d['name']}")
-    return found
+    return list(dict.fromkeys(where for _, where, container, keys in _restricted_texts(doc)
+                              if any(k in container for k in keys)))

@@ -31,13 +31,11 @@ def publish(grid: Path, name: str, results_dir: Path = RESULTS_DIR) -> list[Path
     doc["meta"] = {"published": utc_now(), "machine": machine_info(), "loadavg_at_publish": loadavg(),
                    "grid_folder": str(grid), "grid_created": doc.get("created")}
     out = [write_json(results_dir / f"{name}.json", doc)]
-    for suffix, target in ((".md", f"{name}.md"), (".png", f"{name}.png")):
-        if (grid / f"results{suffix}").is_file():
-            shutil.copyfile(grid / f"results{suffix}", results_dir / target)
+    for source, target in (("results.md", f"{name}.md"), ("results.png", f"{name}.png"),
+                           ("frontier.png", f"{name}_frontier.png")):
+        if (grid / source).is_file():
+            shutil.copyfile(grid / source, results_dir / target)
             out.append(results_dir / target)
-    if (grid / "frontier.png").is_file():
-        shutil.copyfile(grid / "frontier.png", results_dir / f"{name}_frontier.png")
-        out.append(results_dir / f"{name}_frontier.png")
     return out
 
 

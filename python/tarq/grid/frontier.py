@@ -9,7 +9,7 @@ pays per weight of the F16 model, tensors the type does not touch included — n
 """
 from __future__ import annotations
 
-from .render import DISPLAY, _ci, _none, _p, _table, _verdict, display_name, groups
+from .render import DISPLAY, _ci, _none, _p, _table, _verdict, display_name, groups, save_figure
 
 
 def bits_per_weight(nbytes, f16_bytes) -> float | None:
@@ -126,8 +126,6 @@ def plot_frontier(doc: dict, path):
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    from tarq._atomic import atomic_path
-
     rows = [r for r in frontier_rows(doc) if r["bpw"] is not None]
     keys = list(dict.fromkeys((r["model"], r["runtime"], r["policy"]) for r in rows))
     if not keys:
@@ -183,10 +181,4 @@ def plot_frontier(doc: dict, path):
             ax.set_xlabel("bits per weight (16 × bytes / F16 bytes)")
             ax.set_title(f"{key[0]}, {key[1]}, {key[2]}: {title}", fontsize=8)
             ax.legend(fontsize=6)
-    fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)

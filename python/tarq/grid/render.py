@@ -181,8 +181,6 @@ def plot(doc: dict, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tarq._atomic import atomic_path
-
     gs = groups(doc)
     sets = list(doc["data"]) + ["pooled"]
     fig, axes = plt.subplots(len(gs), 3, figsize=(16, 3.6 * len(gs)), squeeze=False,
@@ -219,6 +217,15 @@ def plot(doc: dict, path):
         ax.set_ylabel("% (mean over sets)")
         ax.set_title(f"{model}: WER and rare-WER", fontsize=8)
         ax.legend(fontsize=6)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Lay out, write atomically (under the umask) as PNG and close a grid figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    from tarq._atomic import atomic_path
+
     fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png") as tmp:
