@@ -147,6 +147,11 @@ def test_grid_runs_skips_finished_cells_and_writes_one_table(tmp_path, monkeypat
         (m, t) for m in ("ggml", "rtn", "gptq") for t in ("q4_0", "q8_0"))
     assert all(r["bpw"] == 16.0 for r in doc["frontier"])
     assert "### Frontier: tiny.en" in (out / "results.md").read_text()
+    # back to one type in the same folder: no frontier, and no earlier run's frontier plot left beside its results
+    (out / "frontier.png").write_bytes(b"stale")
+    engine.run_grid(spec, out, executor="serial", say=lambda m: None)
+    assert "frontier" not in json.loads((out / "results.json").read_text())
+    assert not (out / "frontier.png").exists()
 
 
 def test_a_failing_cell_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):

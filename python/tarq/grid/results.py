@@ -218,6 +218,9 @@ def write_results(plan, out: Path) -> Path:
     md = render_markdown(doc) + ("\n\n" + render_frontier(doc) if frontier else "")
     with atomic_write(Path(out) / "results.md", "w", encoding="utf-8") as f:
         f.write(md + "\n")
+    # the folder's results.* describe this run only: a frontier plot left by an earlier grid over several types
+    # would otherwise be published beside a one-type run's results as if it were its own
+    (Path(out) / "frontier.png").unlink(missing_ok=True)
     try:
         plot(doc, Path(out) / "results.png")
         if frontier:
