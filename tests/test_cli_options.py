@@ -25,6 +25,8 @@ def test_quantize_refuses_inapplicable_flag_before_any_work(tmp_path, capsys):
     assert "--qep-alpha does not apply to --method gptq" in capsys.readouterr().err
     rc = main(["quantize", "tiny.en", "--method", "qep", "--alpha-rule", "fade", "--out", str(tmp_path / "q")])
     assert rc == 1 and "--alpha-rule does not apply to --method qep" in capsys.readouterr().err
+    rc = main(["quantize", "tiny.en", "--method", "qep", "--fade-alpha-fit", "held-out", "--out", str(tmp_path / "q")])
+    assert rc == 1 and "--fade-alpha-fit does not apply to --method qep" in capsys.readouterr().err
     rc = main(["quantize", "tiny.en", "--method", "rtn", "--damp", "0.1", "--out", str(tmp_path / "q")])
     assert rc == 1 and "--damp does not apply to --method rtn" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()

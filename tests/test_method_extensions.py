@@ -15,7 +15,7 @@ from tarq.calib.selection import combine_sources, rare_density, select_calibrati
 from tarq.calib.stats import FoldedStatsAccumulator, StatsAccumulator
 from tarq.ggml import TypePlan, make_lattice
 from tarq.methods import get_method
-from tarq.methods.fade import fade_alpha, reliability, robust_z, stable_rank_gain
+from tarq.methods.fade import fade_alpha, held_out_alpha, reliability, robust_z, stable_rank_gain
 from tarq.models.whisper.adapter import WhisperAdapter
 
 from test_pipeline import loaded, samples  # noqa: F401  (tiny random Whisper fixtures)
@@ -167,6 +167,52 @@ def test_reliability_separates_learnable_from_noise_and_is_zero_without_error():
     assert reliability(W, zero, 0.01) == (0.0, None)
 
 
+def test_held_out_alpha_is_the_brute_force_minimiser_of_the_other_folds_residual():
+    """Oracle: the raw activations, fold A's least-squares correction by lstsq, and the pooled held-out residual
+    ‖W δ_B − α ΔW_A x̂_B‖² scanned over a grid of α — no statistics, no closed form."""
+    g = torch.Generator().manual_seed(7)
+    n, rows = 24, 150
+    A = 0.2 * torch.randn(n, n, generator=g, dtype=torch.float64) / math.sqrt(n)
+    W = torch.randn(8, n, generator=g, dtype=torch.float64)
+    acc, data = FoldedStatsAccumulator(n, flush_rows=1), []
+    for fold in (0, 1):
+        x = torch.randn(rows, n, generator=g, dtype=torch.float64)
+        delta = x @ A + 0.3 * torch.randn(rows, n, generator=g, dtype=torch.float64)   # learnable part + noise
+        acc.add(x.float(), (x + delta).float(), fold=fold)
+        data.append((x.float().double(), ((x + delta).float() - x.float()).double()))
+    alpha, removed = held_out_alpha(W, acc.finalize().folds, damp=0.0)
+
+    grid = torch.linspace(-0.5, 1.5, 4001, dtype=torch.float64)
+    resid = torch.zeros_like(grid)
+    base = 0.0
+    for (xa, da), (xb, db) in ((data[0], data[1]), (data[1], data[0])):
+        M = torch.linalg.lstsq(xa, da @ W.T).solution.T          # ΔW_A: x̂_A ΔW_Aᵀ ≈ δ_A Wᵀ
+        target, pred = db @ W.T, xb @ M.T
+        resid += torch.stack([((target - a * pred) ** 2).sum() for a in grid])
+        base += float((target ** 2).sum())
+    best = int(resid.argmin())
+    assert alpha == pytest.approx(float(grid[best]), abs=1e-3)
+    assert 0.05 < alpha < 0.95                                   # noise shrinks the correction, signal keeps it
+    assert removed == pytest.approx(1 - float(resid[best]) / base, abs=1e-4)
+
+
+def test_held_out_alpha_limits():
+    stats = _random_stats()                                       # δ = x A exactly: both folds agree
+    W = torch.randn(16, 64, generator=torch.Generator().manual_seed(1))
+    alpha, removed = held_out_alpha(W, stats.folds, damp=0.0)
+    assert alpha == pytest.approx(1.0, abs=0.02) and removed > 0.95
+    noise, _ = held_out_alpha(W, _random_stats(learnable=False).folds, damp=0.0)
+    assert abs(noise) < 0.2                                       # fitted noise: next to no correction carries over
+    zero = [replace(f, C=torch.zeros_like(f.C), D=torch.zeros_like(f.D)) for f in stats.folds]
+    assert held_out_alpha(W, zero, 0.01) == (None, None)
+    fade = get_method("fade", qep_alpha=0.3, alpha_fit="held-out")
+    out = fade.quantize_group({"l.weight": W}, replace(stats, folds=zero, H_delta=torch.zeros_like(stats.H_delta)),
+                              LAT)
+    assert out["l.weight"].info["alpha"] == 0.3                   # no error reaches the layer: α₀ (ΔW = 0 anyway)
+    with pytest.raises(ValueError, match="alpha_fit"):
+        get_method("fade", alpha_fit="best")
+
+
 def test_vulnerability_scores():
     Q, _ = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(0)))
     assert stable_rank_gain(Q) == pytest.approx(0.0, abs=1e-6)               # flat spectrum
@@ -180,11 +226,12 @@ def test_vulnerability_scores():
 
 def test_fade_and_tarq_fade_run_end_to_end(loaded, samples):
     cfg = CalibConfig(n_calib=2, progress=False)
-    for name, opts in (("fade", {}), ("tarq", {"alpha_rule": "fade"})):
+    for name, opts in (("fade", {}), ("fade", {"alpha_fit": "held-out"}), ("tarq", {"alpha_rule": "fade"})):
         res = run_calibration(loaded.model, WhisperAdapter(), samples, get_method(name, **opts), FMT, cfg)
         infos = [l for l in res.layers.values() if "v_int" in l]
         assert infos and all(0.0 <= l["alpha"] <= 1.0 for l in infos), name
-        assert any(l["rho"] is not None for l in infos), name     # later layers see propagated error
+        key = "alpha_held_out" if opts.get("alpha_fit") == "held-out" else "rho"
+        assert any(l[key] is not None for l in infos), name       # later layers see propagated error
 
 
 # ------------------------------------------------------------------------------------------------ selection

@@ -25,6 +25,11 @@ class RegistryChoices:
         return len(self._all())
 
 
+# The method `tarq quantize` and `tarq demo` use without --method, chosen by the evidence in benchmarks/README.md
+# ("Choosing the default", issue 15). Kept here, torch-free, so `tarq --help` stays fast.
+DEFAULT_METHOD = "tarq"
+
+
 def methods() -> RegistryChoices:
     def names():
         from ..methods import available_methods

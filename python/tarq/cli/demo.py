@@ -18,12 +18,14 @@ def bundled_data_dir() -> Path:
 
 
 def register(subparsers) -> None:
+    from ._choices import DEFAULT_METHOD, methods
+
     p = subparsers.add_parser(
         "demo", help="quantize tiny.en, export to whisper.cpp, transcribe, print WER / rare-WER",
         description="End-to-end demo on the bundled data (python/tarq/demo_data, see its NOTICE.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="tiny.en", help="model spec")
-    p.add_argument("--method", default="tarq", help="quantization method")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=methods(), help="quantization method")
     p.add_argument("--format", default="q4_0", help="export lattice")
     p.add_argument("--calib", type=Path, default=None, help="calibration data (default: bundled)")
     p.add_argument("--data", type=Path, default=None, help="evaluation data (default: bundled)")

@@ -12,18 +12,20 @@ from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 log = logging.getLogger(__name__)
 
 # method options: CLI flag -> the methods' Config field (a flag given for a method without that field is an error)
-METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha", "alpha_rule": "alpha_rule"}
+METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_alpha", "alpha_rule": "alpha_rule",
+                "fade_alpha_fit": "alpha_fit"}
 
 
 def register(subparsers) -> None:
     from ..ggml import PLAN_FITS, QUANT_TYPES
-    from ._choices import methods
+    from ._choices import DEFAULT_METHOD, methods
 
     p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir of Whisper, Qwen3-ASR or Moonshine "
                                  "| cached hub id")
-    p.add_argument("--method", default="tarq", choices=methods(), help="quantization method (default tarq)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=methods(),
+                   help=f"quantization method (default {DEFAULT_METHOD})")
     p.add_argument("--format", default="q4_0", choices=list(QUANT_TYPES), metavar="TYPE",
                    help="ggml type every quantized weight gets (default q4_0; " + ", ".join(QUANT_TYPES) +
                         "; see --tensor-type)")
@@ -89,6 +91,9 @@ def register(subparsers) -> None:
     a.add_argument("--frame-dilation", type=int, default=3, help="frames added on each side of a tagged peak")
     a.add_argument("--alpha-rule", choices=("closed-form", "fade"), default=None,
                    help="tarq: the residual's α by eq. 12 (closed-form) or per layer by FADE's scores (fade)")
+    a.add_argument("--fade-alpha-fit", choices=("scores", "held-out"), default=None,
+                   help="fade: α per layer from the vulnerability + reliability scores (scores, default) or the α "
+                        "minimising the cross-fitted residual on the other calibration fold (held-out)")
     p.add_argument("--threads", type=int, default=2,
                    help="CPU threads for every pool (PyTorch, native kernels; default 2)")
     p.add_argument("--device", default="cpu",

@@ -17,6 +17,18 @@ definitions are not public; tarq implements the definitions proposed in ../share
 
 then QEP with α_l: W ← W + α_l (W C)(H + λI)⁻¹, Ŵ = GPTQ(W, H) (methods/qep.py). With V = R = 0, α_l = α₀ (the
 configured ``qep_alpha``): `fade` reduces to `qep` (a unit test checks codes are identical).
+
+``alpha_fit="held-out"`` replaces the score mix by the α that minimises the same cross-fitted residual directly —
+the shrinkage of a noisy correction that generalises best to the other fold:
+
+    r_B(α)   = ‖W δ_B − α ΔW_A X̂_B‖²_F = tr(W D_B Wᵀ) − 2α tr(W C_B ΔW_Aᵀ) + α² tr(ΔW_A H_B ΔW_Aᵀ)
+    α_l      = clip( [c_B + c_A] / [q_B + q_A], α_min, α_max ),  c_B = tr(W C_B ΔW_Aᵀ), q_B = tr(ΔW_A H_B ΔW_Aᵀ)
+
+(both fold directions pooled; α₀ where no error reaches the layer, since then ΔW = 0). Why: the scores' sum is
+unbounded — a layer whose stable-rank z-score is an outlier gets α → 1 however unreliable its correction (tiny.en's
+tied embedding: V_int = +9.45, ρ = 0.18, α = 1.00, and FADE looped on real speech; benchmarks/README.md "Round 2").
+The held-out α cannot exceed what the other fold supports: α = 1 when the two folds agree exactly, → 0 when the
+correction is fitted noise, and the held-out residual at α_l is never above the uncorrected one (r_B(0)).
 """
 from __future__ import annotations
 
@@ -89,6 +101,27 @@ def held_out_rho(W: torch.Tensor, fit: "FoldStats", test: "FoldStats", damp: flo
     return 1.0 - resid / den
 
 
+def held_out_alpha(W: torch.Tensor, folds: list["FoldStats"], damp: float) -> tuple[float | None, float | None]:
+    """(α*, ρ*): the α minimising the pooled cross-fitted residual Σ_B r_B(α) (module docstring) and the fraction
+    of the held-out propagated error it removes, 1 − Σ r_B(α*) / Σ tr(W D_B Wᵀ); (None, None) without error."""
+    if len(folds) != 2:
+        raise ValueError(f"FADE's held-out α needs exactly 2 calibration folds, got {len(folds)}")
+    W = W.double()
+    cross = quad = den = 0.0
+    for fit, test in ((folds[0], folds[1]), (folds[1], folds[0])):
+        d = h_inner(W, W, test.D)
+        if not d > 0:
+            continue
+        dW = correction(W, fit.C, fit.H, damp)
+        den += d
+        cross += float((W @ test.C.double() * dW).sum())
+        quad += h_inner(dW, dW, test.H)
+    if not (den > 0 and quad > 0):
+        return None, None
+    alpha = cross / quad
+    return alpha, cross * cross / (quad * den) if alpha > 0 else 0.0
+
+
 @dataclass
 class FoldStats:
     """Statistics of one calibration fold: H = Σ x̂x̂ᵀ, C = Σ δ x̂ᵀ, D = Σ δδᵀ (δ = x_fp − x̂)."""
@@ -121,14 +154,21 @@ def fade_alpha(score: float, alpha0: float, alpha_min: float = 0.0, alpha_max: f
     return alpha_min + (alpha_max - alpha_min) / (1.0 + math.exp(-z))
 
 
+ALPHA_FITS = ("scores", "held-out")
+
+
 class LayerAlphas:
-    """FADE's per-layer α: V_int over every quantized Linear (set once by ``prepare``), R_calib per group."""
+    """FADE's per-layer α: V_int over every quantized Linear (set once by ``prepare``), R_calib per group; or,
+    with ``fit="held-out"``, the cross-fitted optimal α (module docstring)."""
 
     def __init__(self, alpha0: float, alpha_min: float, alpha_max: float, use_vulnerability: bool,
-                 use_reliability: bool):
+                 use_reliability: bool, fit: str = "scores"):
         fade_alpha(0.0, alpha0, alpha_min, alpha_max)   # validates the range
+        if fit not in ALPHA_FITS:
+            raise ValueError(f"FADE alpha_fit must be one of {ALPHA_FITS}, got {fit!r}")
         self.alpha0, self.alpha_min, self.alpha_max = alpha0, alpha_min, alpha_max
         self.use_vulnerability, self.use_reliability = use_vulnerability, use_reliability
+        self.fit = fit
         self.v_int: dict[str, float] = {}
         self.gain: dict[str, float] = {}
 
@@ -137,6 +177,8 @@ class LayerAlphas:
         self.v_int = robust_z(self.gain)
 
     def alpha(self, name: str, W: torch.Tensor, stats, damp: float) -> tuple[float, dict]:
+        if self.fit == "held-out":
+            return self._held_out(name, W, stats, damp)
         v = self.v_int.get(name, 0.0) if self.use_vulnerability else 0.0
         r, rho = 0.0, None
         if self.use_reliability:
@@ -145,6 +187,14 @@ class LayerAlphas:
             r, rho = reliability(W, stats.folds, damp)
         a = fade_alpha(v + r, self.alpha0, self.alpha_min, self.alpha_max)
         return a, {"alpha": a, "v_int": v, "r_calib": r, "rho": rho, "stable_rank_gain": self.gain.get(name)}
+
+    def _held_out(self, name: str, W: torch.Tensor, stats, damp: float) -> tuple[float, dict]:
+        if not stats.folds:
+            raise ValueError(f"{name}: FADE's held-out α needs per-fold statistics")
+        raw, removed = held_out_alpha(W, stats.folds, damp)
+        a = self.alpha0 if raw is None else min(max(raw, self.alpha_min), self.alpha_max)
+        return a, {"alpha": a, "alpha_held_out": raw, "held_out_removed": removed,
+                   "v_int": self.v_int.get(name), "stable_rank_gain": self.gain.get(name)}
 
 
 @register_method("fade")
@@ -161,11 +211,13 @@ class FADE(QuantMethod):
         alpha_max: float = 1.0
         use_vulnerability: bool = True    # V_int (ablation switch)
         use_reliability: bool = True      # R_calib (ablation switch)
+        alpha_fit: str = "scores"         # "scores" (σ-mix of V_int + R_calib) | "held-out" (cross-fitted optimum)
 
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        self.alphas = LayerAlphas(c.qep_alpha, c.alpha_min, c.alpha_max, c.use_vulnerability, c.use_reliability)
+        self.alphas = LayerAlphas(c.qep_alpha, c.alpha_min, c.alpha_max, c.use_vulnerability, c.use_reliability,
+                                  c.alpha_fit)
 
     def prepare(self, model, weight_names) -> None:
         self.alphas.prepare(model, weight_names)
