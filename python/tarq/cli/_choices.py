@@ -27,7 +27,7 @@ class RegistryChoices:
 
 # The method `tarq quantize` and `tarq demo` use without --method, chosen by the evidence in benchmarks/README.md
 # ("Choosing the default", issue 15). Kept here, torch-free, so `tarq --help` stays fast.
-DEFAULT_METHOD = "tarq"
+DEFAULT_METHOD = "qep"
 
 
 def methods() -> RegistryChoices:
