@@ -1,7 +1,8 @@
 """``tarq demo``: the main job on the bundled default data, end to end.
 
-quantize tiny.en with the default method (Q4_0; cli/_choices.DEFAULT_METHOD) -> export the solver's codes to whisper.cpp's .bin -> transcribe in whisper.cpp
--> WER / rare-WER next to whisper.cpp F16 and whisper.cpp's own Q4_0 (RTN) on the same audio.
+quantize tiny.en with the default method (Q4_0; cli/_choices.DEFAULT_METHOD) -> export the solver's codes to
+whisper.cpp's .bin -> transcribe in whisper.cpp -> WER / rare-WER next to whisper.cpp F16 and whisper.cpp's own Q4_0
+(RTN) on the same audio.
 Every step is the public CLI subcommand, so the demo exercises exactly what users run.
 """
 from __future__ import annotations

@@ -28,7 +28,8 @@ the shrinkage of a noisy correction that generalises best to the other fold:
 unbounded — a layer whose stable-rank z-score is an outlier gets α → 1 however unreliable its correction (tiny.en's
 tied embedding: V_int = +9.45, ρ = 0.18, α = 1.00, and FADE looped on real speech; benchmarks/README.md "Round 2").
 The held-out α cannot exceed what the other fold supports: α = 1 when the two folds agree exactly, → 0 when the
-correction is fitted noise, and the held-out residual at α_l is never above the uncorrected one (r_B(0)).
+correction is fitted noise, and with α_min ≥ 0 the pooled held-out residual at α_l is never above the uncorrected
+one (Σ r_B(0)).
 """
 from __future__ import annotations
 
