@@ -91,15 +91,25 @@ def correction(W: torch.Tensor, C: torch.Tensor, H: torch.Tensor, damp: float) -
     return torch.cholesky_solve(rhs.T, L).T
 
 
-def held_out_rho(W: torch.Tensor, fit: "FoldStats", test: "FoldStats", damp: float) -> float | None:
-    """ρ of the correction fitted on ``fit`` and judged on ``test`` (None when test has no propagated error)."""
+def held_out_terms(W: torch.Tensor, fit: "FoldStats", test: "FoldStats",
+                   damp: float) -> tuple[float, float, float] | None:
+    """(tr(W D_B Wᵀ), tr(W C_B ΔW_Aᵀ), tr(ΔW_A H_B ΔW_Aᵀ)) for ΔW_A fitted on ``fit`` (A) and judged on ``test`` (B):
+    the three terms of r_B(α) (module docstring); None when B has no propagated error."""
     W = W.double()
     den = h_inner(W, W, test.D)
     if not den > 0:
         return None
     dW = correction(W, fit.C, fit.H, damp)
-    resid = den - 2.0 * float((W @ test.C.double() * dW).sum()) + h_inner(dW, dW, test.H)
-    return 1.0 - resid / den
+    return den, float((W @ test.C.double() * dW).sum()), h_inner(dW, dW, test.H)
+
+
+def held_out_rho(W: torch.Tensor, fit: "FoldStats", test: "FoldStats", damp: float) -> float | None:
+    """ρ of the correction fitted on ``fit`` and judged on ``test`` (None when test has no propagated error)."""
+    terms = held_out_terms(W, fit, test, damp)
+    if terms is None:
+        return None
+    den, cross, quad = terms
+    return 1.0 - (den - 2.0 * cross + quad) / den
 
 
 def held_out_alpha(W: torch.Tensor, folds: list["FoldStats"], damp: float) -> tuple[float | None, float | None]:
@@ -107,16 +117,9 @@ def held_out_alpha(W: torch.Tensor, folds: list["FoldStats"], damp: float) -> tu
     of the held-out propagated error it removes, 1 − Σ r_B(α*) / Σ tr(W D_B Wᵀ); (None, None) without error."""
     if len(folds) != 2:
         raise ValueError(f"FADE's held-out α needs exactly 2 calibration folds, got {len(folds)}")
-    W = W.double()
-    cross = quad = den = 0.0
-    for fit, test in ((folds[0], folds[1]), (folds[1], folds[0])):
-        d = h_inner(W, W, test.D)
-        if not d > 0:
-            continue
-        dW = correction(W, fit.C, fit.H, damp)
-        den += d
-        cross += float((W @ test.C.double() * dW).sum())
-        quad += h_inner(dW, dW, test.H)
+    both = [t for t in (held_out_terms(W, folds[0], folds[1], damp), held_out_terms(W, folds[1], folds[0], damp))
+            if t is not None]
+    den, cross, quad = (sum(t[i] for t in both) for i in range(3))
     if not (den > 0 and quad > 0):
         return None, None
     alpha = cross / quad
