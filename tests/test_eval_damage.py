@@ -10,8 +10,9 @@ from jiwer import AlignmentChunk
 
 from tarq.eval import score_corpus
 from tarq.eval.bootstrap import ratio_bootstrap
-from tarq.eval.damage import (COLUMNS, Damage, damage_difference, damage_matrix, failure_kind, half_width,
-                              right_words)
+from tarq.eval.damage import (COLUMNS, Damage, damage_difference, damage_matrix, failure_kind, failure_summary,
+                              half_width, right_words)
+from tarq.eval.metrics import align_counts
 
 
 def _row(m, u=0):
@@ -95,8 +96,8 @@ def test_net_damage_equals_wer_difference_on_random_text():
 
 
 @pytest.mark.parametrize("n_ref, n_hyp, kind", [
-    (10, 28, None), (10, 29, "loop"), (0, 8, None), (0, 9, "loop"), (10, 0, "empty"), (0, 0, None),
-    (10, 4, "truncation"), (10, 5, None), (1, 0, "empty"), (3, 1, "truncation")])
+    (10, 28, None), (10, 29, "loop"), (0, 8, "phantom"), (0, 9, "loop"), (10, 0, "empty"), (0, 0, None),
+    (10, 4, "truncation"), (10, 5, None), (1, 0, "empty"), (3, 1, "truncation"), (0, 1, "phantom")])
 def test_failure_kinds(n_ref, n_hyp, kind):
     assert failure_kind(n_ref, n_hyp) == kind
 
@@ -109,6 +110,20 @@ def test_paired_failures():
     assert f["loops"] == 1 and f["new_loops"] == 1 and f["ids"]["loop"] == ["a"]
     assert f["empty"] == 1 and f["new_empty"] == 0 and f["reference"]["empty"] == 1
     assert f["truncations"] == 0 and f["reference"]["truncations"] == 1 and f["fixed_truncations"] == 1
+
+
+def test_phantom_words_on_a_silent_clip():
+    # a clip whose transcript normalises to nothing (the asterisk set's "(1 second of silence)"): the reference
+    # system's bracketed annotation is no words, the system's "you" is one invented word, counted as a phantom
+    refs = ["(1 second of silence)", "(2 seconds of silence)", "press the key now"]
+    sys_h = ["you", "[BLANK_AUDIO]", "press the key now"]
+    ref_h = ["[BLANK_AUDIO]", "Thank you.", "press the key now"]
+    m = damage_matrix(refs, sys_h, ref_h)
+    f = Damage([m], [["s1", "s2", "k"]], n_boot=20).failures()
+    assert f["phantoms"] == 1 and f["ids"]["phantom"] == ["s1"]
+    assert f["new_phantoms"] == 1 and f["fixed_phantoms"] == 1 and f["reference"]["phantoms"] == 1
+    assert f["loops"] == f["truncations"] == f["empty"] == 0
+    assert failure_summary(["s1", "s2", "k"], align_counts(refs, sys_h))["phantoms"] == 1
 
 
 # ----------------------------------------------------------------------------------------------- CIs

@@ -15,8 +15,10 @@ word is *right* for a system when its alignment puts it in an "equal" chunk (sub
 
 Failure modes, per utterance, on scoring words (n_hyp = n_ref - deletions + insertions):
 ``loop`` n_hyp > 2 n_ref + 8; ``empty`` n_hyp = 0 < n_ref; ``truncation`` 0 < n_hyp < n_ref / 2 (an empty
-output is counted as empty, not also as a truncation). Paired: ``new_loops`` loop in SYSTEM but not in the
-reference system, ``fixed_loops`` the opposite, likewise for truncations and empty outputs.
+output is counted as empty, not also as a truncation); ``phantom`` 0 < n_hyp <= 8 words where the reference has
+none (a non-speech clip: silence, a tone; Whisper's classic "you" on silence; more words than that is a loop).
+Paired: ``new_loops`` loop in SYSTEM but not in the reference system, ``fixed_loops`` the opposite, likewise
+for truncations, empty outputs and phantoms.
 """
 from __future__ import annotations
 
@@ -29,14 +31,19 @@ from ..lexicon import DEFAULT_ZIPF_THRESHOLD, is_numeral, is_rare
 from .bootstrap import ratio_bootstrap
 from .metrics import UttCounts, words
 
-FAILURE_KINDS = ("loop", "truncation", "empty")
+FAILURE_KINDS = ("loop", "truncation", "empty", "phantom")
+# the count keys of a failures record, one per kind, in the same order
+FAILURE_KEYS = tuple(k if k == "empty" else f"{k}s" for k in FAILURE_KINDS)
 LOOP_FACTOR, LOOP_SLACK = 2, 8
 
 
 def failure_kind(n_ref: int, n_hyp: int) -> str | None:
-    """"loop", "truncation", "empty" or None for an utterance with n_ref reference and n_hyp output words."""
+    """"loop", "truncation", "empty", "phantom" or None for an utterance with n_ref reference and n_hyp output
+    words."""
     if n_hyp > LOOP_FACTOR * n_ref + LOOP_SLACK:
         return "loop"
+    if n_ref == 0 and n_hyp > 0:
+        return "phantom"
     if n_ref > 0 and n_hyp == 0:
         return "empty"
     if 0 < n_hyp and 2 * n_hyp < n_ref:
@@ -51,7 +58,7 @@ def failure_kind_of(c: UttCounts) -> str | None:
 def failure_summary(ids: list[str], counts: list[UttCounts]) -> dict:
     """Unpaired failure counts of one system on one dataset, with the ids of the utterances concerned."""
     kinds = [failure_kind_of(c) for c in counts]
-    out = {f"{k}s" if k != "empty" else "empty": sum(x == k for x in kinds) for k in FAILURE_KINDS}
+    out = {key: sum(x == k for x in kinds) for k, key in zip(FAILURE_KINDS, FAILURE_KEYS)}
     out["ids"] = {k: [i for i, x in zip(ids, kinds) if x == k] for k in FAILURE_KINDS}
     return out
 
@@ -127,8 +134,7 @@ def _rate(num: int, den: int) -> float | None:
 def _paired_failures(m_list: list[np.ndarray], ids_list: list[list[str]]) -> dict:
     out: dict = {"ids": {}}
     ref_counts = {}
-    for kind in FAILURE_KINDS:
-        key = f"{kind}s" if kind != "empty" else "empty"
+    for kind, key in zip(FAILURE_KINDS, FAILURE_KEYS):
         sys_ids, new, fixed, n_sys, n_ref = [], 0, 0, 0, 0
         for m, ids in zip(m_list, ids_list):
             for u, uid in enumerate(ids):

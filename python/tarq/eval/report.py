@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from .bootstrap import BootstrapResult
+from .damage import FAILURE_KEYS
 from .results import EvalResult
 
 TABLE_WIDTH = 80
@@ -74,14 +75,16 @@ def damage_table(result: EvalResult):
 
 
 def failures_table(result: EvalResult):
-    """Loops, truncations and empty outputs; paired with the reference system when there is one."""
+    """Loops, truncations, empty outputs and phantoms; paired with the reference system when there is one."""
     per, pooled = result.damage_blocks()
     paired = bool(per)
-    cols = ["dataset", "loops"] + (["new\nloops"] if paired else []) + ["trunc."] + \
-        (["new\ntrunc."] if paired else []) + ["empty"] + (["new\nempty"] if paired else [])
+    heads = {"loops": "loops", "truncations": "trunc.", "empty": "empty", "phantoms": "phantom"}
+    cols = ["dataset"]
+    for key in FAILURE_KEYS:
+        cols += [heads[key]] + ([f"new\n{heads[key]}"] if paired else [])
     t = _table(f"Failures of {system_title(result)}: loop = over 2x the reference's words + 8, truncated = under "
-               "half, empty = no words" + (f"; new = not so in {result.reference.get('label')}" if paired else ""),
-               cols)
+               "half, empty = no words, phantom = words where the reference has none"
+               + (f"; new = not so in {result.reference.get('label')}" if paired else ""), cols)
     rows = []
     for d in result.datasets:
         f = per[d.name]["failures"] if d.name in per else d.to_dict()["failures"]
@@ -90,8 +93,8 @@ def failures_table(result: EvalResult):
         rows.append(("pooled", pooled["failures"]))
     for name, f in rows:
         cells = []
-        for key in ("loops", "truncations", "empty"):
-            cells.append(str(f[key]))
+        for key in FAILURE_KEYS:
+            cells.append(str(f.get(key, "-")))
             if paired:
                 cells.append(str(f.get(f"new_{key}", "-")))
         t.add_row(name, *cells)

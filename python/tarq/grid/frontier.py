@@ -9,6 +9,7 @@ pays per weight of the F16 model, tensors the type does not touch included — n
 """
 from __future__ import annotations
 
+from ..eval.damage import FAILURE_KEYS
 from .render import DISPLAY, _ci, _none, _p, _table, _verdict, display_name, groups, save_figure
 
 
@@ -44,10 +45,10 @@ def frontier_rows(doc: dict) -> list[dict]:
             if s["reference"] or not s.get("pooled"):
                 continue
             dmg = s["pooled"].get("damage") or {}
-            fails = [0, 0, 0]
+            fails = [0] * len(FAILURE_KEYS)
             for d in s["datasets"].values():
                 f = d.get("failures") or {}
-                for i, k in enumerate(("loops", "truncations", "empty")):
+                for i, k in enumerate(FAILURE_KEYS):
                     fails[i] += f.get(k) or 0
             vs = {}
             for c in doc.get("comparisons", []):
@@ -104,7 +105,7 @@ def render_frontier(doc: dict) -> str:
         parts.insert(0, "**Seeded subsets: a quick look, not published numbers.**")
     for (model, runtime, policy) in dict.fromkeys((r["model"], r["runtime"], r["policy"]) for r in rows):
         sub = [r for r in rows if (r["model"], r["runtime"], r["policy"]) == (model, runtime, policy)]
-        head = ["system", "bits/weight", "MB", "damage", "rare damage", "WER / rare-WER", "loops/trunc./empty"]
+        head = ["system", "bits/weight", "MB", "damage", "rare damage", "WER / rare-WER", "loops/trunc./empty/phantom"]
         head += [f"vs {DISPLAY.get(b, b)}" for b in baselines]
         table = []
         for r in sub:

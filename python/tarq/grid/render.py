@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import statistics
 
+from ..eval.damage import FAILURE_KEYS
+
 DISPLAY = {"ggml": "whisper.cpp RTN", "rtn": "RTN", "gptq": "GPTQ", "rarebal": "rareBAL", "tarq": "TARQ",
            "qep": "QEP", "f16": "F16"}
 METRIC_TITLE = {"net_rate": "damage", "net_rare_rate": "rare damage", "wer": "WER", "rare_wer": "rare-WER"}
@@ -108,12 +110,13 @@ def render_markdown(doc: dict) -> str:
                 if not f:
                     cells.append("–")
                     continue
-                new = (f" (new {f['new_loops']}/{f['new_truncations']}/{f['new_empty']})"
+                new = (" (new " + "/".join(str(f.get(f"new_{k}", "–")) for k in FAILURE_KEYS) + ")"
                        if "new_loops" in f else "")
-                cells.append(f"{f['loops']}/{f['truncations']}/{f['empty']}{new}")
+                cells.append("/".join(str(f.get(k, "–")) for k in FAILURE_KEYS) + new)
             rows.append([display_name(s)] + cells)
-        parts.append("Failures: loops / truncations / empty outputs (loop: over 2× the reference's words + 8; "
-                     "truncation: under half; new: not so for F16 on that utterance):\n\n"
+        parts.append("Failures: loops / truncations / empty outputs / phantoms (loop: over 2× the reference's words + 8; "
+                     "truncation: under half; phantom: words where the reference has none, e.g. on silence; –: not "
+                     "counted when these results were made; new: not so for F16 on that utterance):\n\n"
                      + _table(["system"] + sets, rows))
         rows = []
         for s in systems:
