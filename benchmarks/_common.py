@@ -97,14 +97,6 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def _mem_total_gb() -> float | None:
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -123,8 +115,11 @@ def _version(dist: str) -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
+    ensure_tarq_importable()
+    from tarq._machine import cpu_model
+
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "mem_gb": _mem_total_gb(),
         "platform": platform.platform(),

@@ -51,14 +51,9 @@ def test_hessian(n: int, seed: int) -> torch.Tensor:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from tarq._machine import cpu_model
+
+    cpu = cpu_model()
     try:
         load = os.getloadavg()
     except OSError:

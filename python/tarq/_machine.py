@@ -1,0 +1,20 @@
+"""What machine a result came from: the CPU model name, for reports and benchmark records.
+
+Recorded because a calibrated build is bit-reproducible on one CPU family but not across families: the BLAS
+kernels (OpenBLAS DYNAMIC_ARCH, torch's GEMMs) pick different code paths, the accumulation order of the second
+moments and solves changes in the last bits, and a few codes that sit on a rounding boundary flip.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor", ...), or the platform's best guess."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
