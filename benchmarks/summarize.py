@@ -37,6 +37,7 @@ SECTIONS = {
     "fuzz_inputs": ("fuzz_inputs", "fuzz_inputs.json"),
     "lattice_error": ("bench_lattice_error", "bench_lattice_error.json"),
     "lattice_error_base": ("bench_lattice_error", "bench_lattice_error_base.json"),
+    "cpu_family": ("bench_cpu_family", "bench_cpu_family.json"),
 }
 
 
