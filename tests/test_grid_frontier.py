@@ -41,7 +41,7 @@ def test_rows_sorted_by_size_with_failures_summed_and_paired_differences():
     rows = frontier_rows(doc)
     assert [(r["method"], r["type"]) for r in rows] == [("ggml", "q2_k"), ("ggml", "q4_0"), ("gptq", "q4_0")]
     assert rows[0]["bpw"] == pytest.approx(2.624)
-    assert rows[0]["failures"] == [6, 1, 2, 0]   # loops 3 + 3, truncations 1 + 0, empty 0 + 2, phantoms not counted
+    assert rows[0]["failures"] == [6, 1, 2, None]   # loops 3 + 3, truncations 1 + 0, empty 0 + 2; phantoms not counted
     assert rows[2]["vs"] == {"ggml": {"net_rate": {"diff": -0.03, "ci": [-0.05, -0.01]},
                                       "net_rare_rate": {"diff": -0.04, "ci": [-0.09, 0.01]}}}
     # the baseline's row reads the same pair from its side: (RTN - GPTQ), CI flipped
@@ -53,6 +53,7 @@ def test_rows_sorted_by_size_with_failures_summed_and_paired_differences():
     md = render_frontier(doc)
     assert "Seeded subsets" in md and "| GPTQ Q4_0 | 4.50 | 0.0 |" in md
     assert "-3.00 [-5.00, -1.00] (better) · -4.00 [-9.00, +1.00] (within noise)" in md
+    assert "| 6/1/2/– |" in md                                        # an uncounted kind reads "–", not 0
 
 
 def test_one_type_is_no_frontier():

@@ -45,11 +45,13 @@ def frontier_rows(doc: dict) -> list[dict]:
             if s["reference"] or not s.get("pooled"):
                 continue
             dmg = s["pooled"].get("damage") or {}
-            fails = [0] * len(FAILURE_KEYS)
+            # None: a kind these results did not count (made before it existed), not zero
+            fails = [None] * len(FAILURE_KEYS)
             for d in s["datasets"].values():
                 f = d.get("failures") or {}
                 for i, k in enumerate(FAILURE_KEYS):
-                    fails[i] += f.get(k) or 0
+                    if k in f:
+                        fails[i] = (fails[i] or 0) + (f[k] or 0)
             vs = {}
             for c in doc.get("comparisons", []):
                 # stored once per pair (A - B); this row reads it as (this system - other), flipped when it is B
@@ -112,7 +114,7 @@ def render_frontier(doc: dict) -> str:
             table.append([r["name"], "–" if r["bpw"] is None else f"{r['bpw']:.2f}",
                           "–" if not r["bytes"] else f"{r['bytes'] / 1e6:.1f}",
                           _ci(r["damage"], r["damage_ci"]), _ci(r["rare_damage"], r["rare_damage_ci"]),
-                          f"{_p(r['wer'], False)} / {_p(r['rare_wer'], False)}", "/".join(map(str, r["failures"]))]
+                          f"{_p(r['wer'], False)} / {_p(r['rare_wer'], False)}", "/".join("–" if n is None else str(n) for n in r["failures"])]
                          + [_vs_cell(r, b) for b in baselines])
         parts.append(f"### Frontier: {model}, {runtime}, decoding policy {policy}\n\n" + _table(head, table))
     return "\n\n".join(parts)
