@@ -62,7 +62,8 @@ def compare(grid_path: Path, method: str, dataset: str, eval_path: Path) -> dict
     ours_doc = read_json(eval_path)
     found = [d for d in ours_doc["datasets"] if d["name"] == dataset]
     if len(found) != 1:
-        raise SystemExit(f"{eval_path}: no data set {dataset!r} (has {', '.join(d['name'] for d in ours_doc['datasets'])})")
+        have = ", ".join(d["name"] for d in ours_doc["datasets"])
+        raise SystemExit(f"{eval_path}: no data set {dataset!r} (has {have})")
     ours_by_id = {u["id"]: u["hyp"] for u in found[0]["utterances"]}
     missing = [i for i in ids if i not in ours_by_id]
     if missing:

@@ -114,7 +114,8 @@ def render_frontier(doc: dict) -> str:
             table.append([r["name"], "–" if r["bpw"] is None else f"{r['bpw']:.2f}",
                           "–" if not r["bytes"] else f"{r['bytes'] / 1e6:.1f}",
                           _ci(r["damage"], r["damage_ci"]), _ci(r["rare_damage"], r["rare_damage_ci"]),
-                          f"{_p(r['wer'], False)} / {_p(r['rare_wer'], False)}", "/".join("–" if n is None else str(n) for n in r["failures"])]
+                          f"{_p(r['wer'], False)} / {_p(r['rare_wer'], False)}",
+                          "/".join("–" if n is None else str(n) for n in r["failures"])]
                          + [_vs_cell(r, b) for b in baselines])
         parts.append(f"### Frontier: {model}, {runtime}, decoding policy {policy}\n\n" + _table(head, table))
     return "\n\n".join(parts)

@@ -114,9 +114,9 @@ def render_markdown(doc: dict) -> str:
                        if "new_loops" in f else "")
                 cells.append("/".join(str(f.get(k, "–")) for k in FAILURE_KEYS) + new)
             rows.append([display_name(s)] + cells)
-        parts.append("Failures: loops / truncations / empty outputs / phantoms (loop: over 2× the reference's words + 8; "
-                     "truncation: under half; phantom: words where the reference has none, e.g. on silence; –: not "
-                     "counted when these results were made; new: not so for F16 on that utterance):\n\n"
+        parts.append("Failures: loops / truncations / empty outputs / phantoms (loop: over 2× the reference's words "
+                     "+ 8; truncation: under half; phantom: words where the reference has none, e.g. on silence; –: "
+                     "not counted when these results were made; new: not so for F16 on that utterance):\n\n"
                      + _table(["system"] + sets, rows))
         rows = []
         for s in systems:
