@@ -48,7 +48,7 @@ def _system(doc: dict, method: str, path: Path) -> dict:
 def compare(grid_path: Path, method: str, dataset: str, eval_path: Path) -> dict:
     ensure_tarq_importable()
     from tarq.eval.damage import FAILURE_KEYS, Damage, damage_matrix, failure_summary
-    from tarq.eval.metrics import align_counts, score_corpus, words
+    from tarq.eval.metrics import align_counts, pool, words
 
     doc = read_json(grid_path)
     if dataset not in doc.get("utterances", {}):
@@ -73,24 +73,27 @@ def compare(grid_path: Path, method: str, dataset: str, eval_path: Path) -> dict
     differ = [i for i, a, b in zip(ids, pub_h, ours_h) if words(a) != words(b)]
     dmg = Damage([damage_matrix(refs, ours_h, pub_h)], [ids], n_boot=N_BOOT).damage()
 
-    def fails(hyps):
-        f = failure_summary(ids, align_counts(refs, hyps))
+    # one alignment per side serves both its WER and its failure counts
+    pub_counts, ours_counts = align_counts(refs, pub_h), align_counts(refs, ours_h)
+
+    def fails(counts):
+        f = failure_summary(ids, counts)
         return {k: f[k] for k in FAILURE_KEYS} | {"ids": f["ids"]}
 
     return {"grid": grid_path.name, "method": method, "label": published["label"], "dataset": dataset,
             "eval": eval_path.name, "published_cpu": doc.get("meta", {}).get("machine", {}).get("cpu"),
             "n_clips": len(ids), "n_identical": len(ids) - len(differ), "differ_ids": differ,
-            "wer_published": score_corpus(refs, pub_h).wer, "wer_ours": score_corpus(refs, ours_h).wer,
+            "wer_published": pool(pub_counts).wer, "wer_ours": pool(ours_counts).wer,
             "net_rate": dmg["net_rate"], "net_rate_ci": dmg["net_rate_ci"], "lost": dmg["lost"],
             "gained": dmg["gained"], "extra_insertions": dmg["extra_insertions"],
-            "failures_published": fails(pub_h), "failures_ours": fails(ours_h)}
+            "failures_published": fails(pub_counts), "failures_ours": fails(ours_counts)}
 
 
 def render_markdown(result: dict) -> str:
     rows = []
     for p in result["pairs"]:
         fp, fo = p["failures_published"], p["failures_ours"]
-        keys = [k for k in ("loops", "truncations", "empty", "phantoms") if k in fp]
+        keys = [k for k in fp if k != "ids"]     # the kinds compare() counted, in tarq.eval.damage's order
         lo, hi = p["net_rate_ci"]
         rows.append([p["label"], p["dataset"], p["n_clips"],
                      f"{p['n_identical']} ({100 * p['n_identical'] / p['n_clips']:.1f} %)",

@@ -1,8 +1,8 @@
 """What machine a result came from: the CPU model name, for reports and benchmark records.
 
-Recorded because a calibrated build is bit-reproducible on one CPU family but not across families: the BLAS
-kernels (OpenBLAS DYNAMIC_ARCH, torch's GEMMs) pick different code paths, the accumulation order of the second
-moments and solves changes in the last bits, and a few codes that sit on a rounding boundary flip.
+Recorded because a calibrated build is bit-reproducible on one CPU family but not across families (measured:
+benchmarks/bench_cpu_family.py). The CPU-dependent code paths (MKL's and OpenBLAS's per-CPU kernels, tarq._C's ISA
+dispatch) are the candidate causes; which one differs is not isolated (docs/methods.md).
 """
 from __future__ import annotations
 
