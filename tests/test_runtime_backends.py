@@ -247,3 +247,26 @@ def test_eval_gguf_via_torch_backend_is_one_line(tmp_path, files, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "m.gguf" in err, err
     assert wav.exists()
+
+
+def test_a_backend_left_open_at_exit_does_not_abort_the_interpreter(files, tmp_path):
+    # Library users (and scripts) often never close a backend. Its worker's stderr reader thread is blocked in
+    # readline(); closing that pipe from a finaliser during interpreter shutdown made CPython abort
+    # ("Fatal Python error: ... could not acquire lock ... at interpreter shutdown") after a successful run.
+    import subprocess
+    import sys
+
+    script = tmp_path / "left_open.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from dataclasses import replace\n"
+        "from tarq.eval import get_backend\n"
+        "from tarq.eval.runtimes import POLICIES\n"
+        "g = POLICIES['greedy']\n"
+        "short = replace(g, whisper_cpp={**g.whisper_cpp, 'max_tokens': 8})\n"
+        f"backend = get_backend('whisper.cpp', {str(files['q4_0'])!r}, threads=1, workers=1, policy=short)\n"
+        "print(len(backend.transcribe([0.1 * np.ones(16000, dtype=np.float32)])))\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Fatal Python error" not in run.stderr and run.stdout.strip() == "1"

@@ -12,6 +12,7 @@ is free (longest first, as the caller orders them); results come back in input o
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,6 +40,22 @@ _NOTEWORTHY = re.compile(r"warn|error|fail|invalid|assert|terminate|abort|except
 _ROUTINE = re.compile(r"no GPU found|failed to find a GPU|use gpu\s*=|flash attn", re.I)
 # load-log lines that mean the model is unusable although the runtime returned a context
 _FATAL_LOAD = re.compile(r"assuming empty model|not all tensors loaded", re.I)
+
+
+# workers still running when the interpreter exits (a backend never closed): closed by an atexit hook, while the
+# stderr reader threads can still run. Closing them later, from a finaliser during interpreter shutdown, would
+# close a pipe whose reader thread holds its lock, and CPython aborts ("could not acquire lock ... at interpreter
+# shutdown").
+_LIVE_WORKERS: "weakref.WeakSet[RuntimeWorker]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_workers() -> None:
+    for worker in list(_LIVE_WORKERS):
+        try:
+            worker.close()
+        except Exception:  # noqa: BLE001 - best effort at exit; the child exits with its stdin anyway
+            pass
 
 
 def _signal_name(rc: int) -> str:
@@ -68,6 +86,7 @@ class RuntimeWorker:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True)
         self._stderr_thread = threading.Thread(target=self._pump_stderr, daemon=True)
         self._stderr_thread.start()
+        _LIVE_WORKERS.add(self)
         try:
             self.info = self._request({"op": "load", "runtime": runtime, "model": str(self.model),
                                        "threads": self.threads, "language": language, "strategy": strategy,
@@ -161,7 +180,12 @@ class RuntimeWorker:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
+        _LIVE_WORKERS.discard(self)
+        # the child has exited, so its stderr ends and the reader thread finishes; closing the pipe under a reader
+        # still blocked in readline() would race it for the stream's lock
+        self._stderr_thread.join(timeout=5)
+        streams = [self.proc.stdout] + ([] if self._stderr_thread.is_alive() else [self.proc.stderr])
+        for stream in streams:
             try:
                 stream.close()
             except OSError:
