@@ -11,7 +11,7 @@ from jiwer import AlignmentChunk
 from tarq.eval import score_corpus
 from tarq.eval.bootstrap import ratio_bootstrap
 from tarq.eval.damage import (COLUMNS, Damage, damage_difference, damage_matrix, failure_kind, failure_summary,
-                              half_width, right_words)
+                              half_width, right_words, sign_test_p)
 from tarq.eval.metrics import align_counts
 
 
@@ -110,6 +110,40 @@ def test_paired_failures():
     assert f["loops"] == 1 and f["new_loops"] == 1 and f["ids"]["loop"] == ["a"]
     assert f["empty"] == 1 and f["new_empty"] == 0 and f["reference"]["empty"] == 1
     assert f["truncations"] == 0 and f["reference"]["truncations"] == 1 and f["fixed_truncations"] == 1
+    # any kind: "a" fails only in the system, "c" only in the reference, "b" in both (concordant)
+    assert (f["new_failures"], f["fixed_failures"], f["sign_test_p"]) == (1, 1, 1.0)
+
+
+@pytest.mark.parametrize("new,fixed,p", [
+    (0, 0, 1.0), (1, 0, 1.0), (2, 0, 0.5), (5, 0, 0.0625), (6, 0, 0.03125), (0, 6, 0.03125),
+    (3, 1, 0.625),            # 2 * (1 + 4) / 16
+    (10, 2, 0.03857421875)])    # 2 * (1 + 12 + 66) / 4096
+def test_sign_test_p_hand_computed(new, fixed, p):
+    assert sign_test_p(new, fixed) == pytest.approx(p, abs=1e-15)
+
+
+def test_sign_test_p_matches_scipy_binomtest():
+    stats = pytest.importorskip("scipy.stats")
+    for new in range(0, 15):
+        for fixed in range(0, 15):
+            if new + fixed:
+                want = stats.binomtest(new, new + fixed, 0.5, alternative="two-sided").pvalue
+                assert sign_test_p(new, fixed) == pytest.approx(want, rel=1e-12), (new, fixed)
+    with pytest.raises(ValueError):
+        sign_test_p(-1, 2)
+
+
+def test_failures_of_different_kinds_on_one_utterance_are_concordant():
+    # six clips loop in the system where the reference truncates them (both fail: no evidence either way), and six
+    # clips fail only in the system: p is the sign test on 6 new vs 0 fixed
+    full = "the cat sat on the mat with a hat"
+    refs = [full] * 12
+    sys_h = [full + " again" * 30] * 6 + ["the cat"] * 6
+    ref_h = ["the cat"] * 6 + [full] * 6
+    f = Damage([damage_matrix(refs, sys_h, ref_h)], [[str(i) for i in range(12)]], n_boot=20).failures()
+    assert (f["loops"], f["truncations"], f["reference"]["truncations"]) == (6, 6, 6)
+    assert (f["new_failures"], f["fixed_failures"]) == (6, 0)
+    assert f["sign_test_p"] == pytest.approx(1 / 32)
 
 
 def test_phantom_words_on_a_silent_clip():

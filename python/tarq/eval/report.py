@@ -81,10 +81,13 @@ def failures_table(result: EvalResult):
     heads = {"loops": "loops", "truncations": "trunc.", "empty": "empty", "phantoms": "phantom"}
     cols = ["dataset"]
     for key in FAILURE_KEYS:
-        cols += [heads[key]] + ([f"new\n{heads[key]}"] if paired else [])
+        cols.append(f"{heads[key]}\n(new)" if paired else heads[key])
+    if paired:
+        cols += ["new / fixed\n(any)", "sign\ntest p"]
     t = _table(f"Failures of {system_title(result)}: loop = over 2x the reference's words + 8, truncated = under "
                "half, empty = no words, phantom = words where the reference has none"
-               + (f"; new = not so in {result.reference.get('label')}" if paired else ""), cols)
+               + (f"; new = not so in {result.reference.get('label')}; sign test p: the clips failing only here "
+                  "against those failing only there (above 0.05: not told apart)" if paired else ""), cols)
     rows = []
     for d in result.datasets:
         f = per[d.name]["failures"] if d.name in per else d.to_dict()["failures"]
@@ -94,9 +97,10 @@ def failures_table(result: EvalResult):
     for name, f in rows:
         cells = []
         for key in FAILURE_KEYS:
-            cells.append(str(f.get(key, "-")))
-            if paired:
-                cells.append(str(f.get(f"new_{key}", "-")))
+            cells.append(f"{f.get(key, '-')} ({f.get(f'new_{key}', '-')})" if paired else str(f.get(key, "-")))
+        if paired:
+            cells.append(f"{f['new_failures']} / {f['fixed_failures']}" if "new_failures" in f else "-")
+            cells.append(f"{f['sign_test_p']:.2g}" if "sign_test_p" in f else "-")
         t.add_row(name, *cells)
     return t
 

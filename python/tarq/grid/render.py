@@ -110,13 +110,16 @@ def render_markdown(doc: dict) -> str:
                 if not f:
                     cells.append("–")
                     continue
-                new = (" (new " + "/".join(str(f.get(f"new_{k}", "–")) for k in FAILURE_KEYS) + ")"
+                test = f"; p {f['sign_test_p']:.2g}" if "sign_test_p" in f else ""
+                new = (" (new " + "/".join(str(f.get(f"new_{k}", "–")) for k in FAILURE_KEYS) + test + ")"
                        if "new_loops" in f else "")
                 cells.append("/".join(str(f.get(k, "–")) for k in FAILURE_KEYS) + new)
             rows.append([display_name(s)] + cells)
         parts.append("Failures: loops / truncations / empty outputs / phantoms (loop: over 2× the reference's words "
                      "+ 8; truncation: under half; phantom: words where the reference has none, e.g. on silence; –: "
-                     "not counted when these results were made; new: not so for F16 on that utterance):\n\n"
+                     "not counted when these results were made; new: not so for F16 on that utterance; p: exact two-sided sign "
+                     "test of the clips failing, any kind, only here against those failing only in F16 — above 0.05 "
+                     "the set cannot tell the counts apart):\n\n"
                      + _table(["system"] + sets, rows))
         rows = []
         for s in systems:
