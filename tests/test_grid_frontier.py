@@ -66,3 +66,22 @@ def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     out = plot_frontier(_doc(), tmp_path / "frontier.png")
     assert out is not None and (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_grid_failure_table_prints_the_sign_test_only_where_it_was_computed():
+    import copy
+    import json
+    from pathlib import Path
+
+    from tarq.grid.render import render_markdown
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                      / "ablation_base_q3_k_uqm.json").read_text())
+    before = render_markdown(doc)
+    assert "sign test" not in before and "; p " not in before      # results made before the test: no claim of one
+    tested = copy.deepcopy(doc)
+    rtn = next(s for s in tested["systems"] if s["method"] == "ggml")
+    rtn["datasets"]["uqm-voice-dev"]["failures"].update(new_failures=4, fixed_failures=2, sign_test_p=0.6875)
+    md = render_markdown(tested)
+    assert "p: exact two-sided sign test" in md
+    assert "| 2/2/0/0 (new 2/2/0/0; p 0.69) |" in md

@@ -102,11 +102,12 @@ def render_markdown(doc: dict) -> str:
                          f"{' + extra insertions' if extra else ''}), paired bootstrap 95 % CI:\n\n"
                          + _table(["system"] + cols + ["lost / gained" + (" / +ins" if extra else "") + " (pooled)"],
                                   rows))
-        rows = []
+        rows, tested = [], False
         for s in systems:
             cells = []
             for n in sets:
                 f = s["datasets"].get(n, {}).get("failures")
+                tested = tested or bool(f and "sign_test_p" in f)
                 if not f:
                     cells.append("–")
                     continue
@@ -117,9 +118,10 @@ def render_markdown(doc: dict) -> str:
             rows.append([display_name(s)] + cells)
         parts.append("Failures: loops / truncations / empty outputs / phantoms (loop: over 2× the reference's words "
                      "+ 8; truncation: under half; phantom: words where the reference has none, e.g. on silence; –: "
-                     "not counted when these results were made; new: not so for F16 on that utterance; p: exact two-sided sign "
-                     "test of the clips failing, any kind, only here against those failing only in F16 — above 0.05 "
-                     "the set cannot tell the counts apart):\n\n"
+                     "not counted when these results were made; new: not so for F16 on that utterance"
+                     + ("; p: exact two-sided sign test of the clips failing, any kind, only here against those "
+                        "failing only in F16 — above 0.05 the set cannot tell the counts apart" if tested else "")
+                     + "):\n\n"
                      + _table(["system"] + sets, rows))
         rows = []
         for s in systems:
