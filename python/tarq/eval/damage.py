@@ -149,34 +149,22 @@ def sign_test_p(new: int, fixed: int) -> float:
 
 
 def _paired_failures(m_list: list[np.ndarray], ids_list: list[list[str]]) -> dict:
-    out: dict = {"ids": {}}
-    new_any = fixed_any = 0
-    for m in m_list:
-        for u in range(len(m)):
-            n_words = int(_col(m, "n_words")[u])
-            fails_sys = failure_kind(n_words, int(_col(m, "n_hyp_system")[u])) is not None
-            fails_ref = failure_kind(n_words, int(_col(m, "n_hyp_reference")[u])) is not None
-            new_any += fails_sys and not fails_ref
-            fixed_any += fails_ref and not fails_sys
-    ref_counts = {}
+    # (utterance id, SYSTEM's failure kind, the reference system's failure kind), over every data set
+    kinds = []
+    for m, ids in zip(m_list, ids_list):
+        n_words, n_sys, n_ref = _col(m, "n_words"), _col(m, "n_hyp_system"), _col(m, "n_hyp_reference")
+        kinds += [(uid, failure_kind(int(n_words[u]), int(n_sys[u])), failure_kind(int(n_words[u]), int(n_ref[u])))
+                  for u, uid in enumerate(ids)]
+    out: dict = {"ids": {}, "reference": {}}
     for kind, key in zip(FAILURE_KINDS, FAILURE_KEYS):
-        sys_ids, new, fixed, n_sys, n_ref = [], 0, 0, 0, 0
-        for m, ids in zip(m_list, ids_list):
-            for u, uid in enumerate(ids):
-                ks = failure_kind(int(_col(m, "n_words")[u]), int(_col(m, "n_hyp_system")[u])) == kind
-                kr = failure_kind(int(_col(m, "n_words")[u]), int(_col(m, "n_hyp_reference")[u])) == kind
-                n_sys += ks
-                n_ref += kr
-                new += ks and not kr
-                fixed += kr and not ks
-                if ks:
-                    sys_ids.append(uid)
-        out[key] = n_sys
-        ref_counts[key] = n_ref
-        out[f"new_{key}"] = new
-        out[f"fixed_{key}"] = fixed
-        out["ids"][kind] = sys_ids
-    out["reference"] = ref_counts
+        out[key] = sum(ks == kind for _, ks, _ in kinds)
+        out["reference"][key] = sum(kr == kind for _, _, kr in kinds)
+        out[f"new_{key}"] = sum(ks == kind != kr for _, ks, kr in kinds)
+        out[f"fixed_{key}"] = sum(kr == kind != ks for _, ks, kr in kinds)
+        out["ids"][kind] = [uid for uid, ks, _ in kinds if ks == kind]
+    # any kind: an utterance failing in both systems (e.g. a loop against a truncation) is not discordant
+    new_any = sum(ks is not None and kr is None for _, ks, kr in kinds)
+    fixed_any = sum(kr is not None and ks is None for _, ks, kr in kinds)
     out.update(new_failures=new_any, fixed_failures=fixed_any, sign_test_p=sign_test_p(new_any, fixed_any))
     return out
 
