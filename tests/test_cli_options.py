@@ -32,6 +32,20 @@ def test_quantize_refuses_inapplicable_flag_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
+def test_default_method_follows_the_type(tmp_path, capsys, caplog):
+    from tarq.cli._choices import default_method
+
+    # 4.5-bit and wider types: QEP (tiny.en Q4_0 evidence); under 4 bits (3.44-bit Q3_K, 2.62-bit Q2_K): GPTQ
+    assert [default_method(t) for t in ("q4_0", "q4_k", "iq4_nl", "q5_0", "q8_0")] == ["qep"] * 5
+    assert [default_method(t) for t in ("q3_k", "q2_k")] == ["gptq"] * 2
+    # the CLI resolves the default from --format before any work: a QEP-only flag is refused for q3_k
+    rc = main(["quantize", "tiny.en", "--format", "q3_k", "--qep-alpha", "0.3", "--out", str(tmp_path / "q")])
+    assert rc == 1 and "--qep-alpha does not apply to --method gptq" in capsys.readouterr().err
+    rc = main(["quantize", "tiny.en", "--format", "q4_0", "--alpha-rule", "fade", "--out", str(tmp_path / "q")])
+    assert rc == 1 and "--alpha-rule does not apply to --method qep" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
 def test_cli_choices_come_from_the_registries(capsys):
     from tarq.eval.backends import _REGISTRY, register_backend
     from tarq.methods import available_methods

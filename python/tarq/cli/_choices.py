@@ -28,6 +28,17 @@ class RegistryChoices:
 # The method `tarq quantize` and `tarq demo` use without --method, chosen by the evidence in benchmarks/README.md
 # ("Choosing the default", issue 15). Kept here, torch-free, so `tarq --help` stays fast.
 DEFAULT_METHOD = "qep"
+# Below 4 bits per weight (Q3_K, Q2_K) the default is GPTQ: on base at Q3_K, QEP's error-propagation correction
+# damaged real speech more than plain GPTQ did (benchmarks/README.md "Method ablation on base at Q3_K").
+LOW_BIT_DEFAULT_METHOD = "gptq"
+LOW_BIT_BELOW = 4.0
+
+
+def default_method(type_name: str) -> str:
+    """The method used without --method for weights quantized onto ``type_name`` (the --format type)."""
+    from ..ggml import get_type
+
+    return LOW_BIT_DEFAULT_METHOD if get_type(type_name).bits_per_weight < LOW_BIT_BELOW else DEFAULT_METHOD
 
 
 def methods() -> RegistryChoices:

@@ -1,6 +1,6 @@
 """``tarq demo``: the main job on the bundled default data, end to end.
 
-quantize tiny.en with the default method (Q4_0; cli/_choices.DEFAULT_METHOD) -> export the solver's codes to
+quantize tiny.en with the default method (Q4_0; cli/_choices.default_method) -> export the solver's codes to
 whisper.cpp's .bin -> transcribe in whisper.cpp -> WER / rare-WER next to whisper.cpp F16 and whisper.cpp's own Q4_0
 (RTN) on the same audio.
 Every step is the public CLI subcommand, so the demo exercises exactly what users run.
@@ -26,7 +26,8 @@ def register(subparsers) -> None:
         description="End-to-end demo on the bundled data (python/tarq/demo_data, see its NOTICE.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="tiny.en", help="model spec")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=methods(), help="quantization method")
+    p.add_argument("--method", default=None, choices=methods(),
+                   help=f"quantization method (default: tarq quantize's for --format; {DEFAULT_METHOD} for q4_0)")
     p.add_argument("--format", default="q4_0", help="export lattice")
     p.add_argument("--calib", type=Path, default=None, help="calibration data (default: bundled)")
     p.add_argument("--data", type=Path, default=None, help="evaluation data (default: bundled)")
@@ -62,6 +63,10 @@ def run(args) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     fmt = args.format
+    if args.method is None:
+        from ._choices import default_method
+
+        args.method = default_method(fmt)
     t0 = time.perf_counter()
 
     def call(*argv: str) -> None:

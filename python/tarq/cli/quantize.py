@@ -18,14 +18,15 @@ METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_al
 
 def register(subparsers) -> None:
     from ..ggml import PLAN_FITS, QUANT_TYPES
-    from ._choices import DEFAULT_METHOD, methods
+    from ._choices import DEFAULT_METHOD, LOW_BIT_BELOW, LOW_BIT_DEFAULT_METHOD, methods
 
     p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir of Whisper, Qwen3-ASR or Moonshine "
                                  "| cached hub id")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=methods(),
-                   help=f"quantization method (default {DEFAULT_METHOD})")
+    p.add_argument("--method", default=None, choices=methods(),
+                   help=f"quantization method (default {DEFAULT_METHOD}; {LOW_BIT_DEFAULT_METHOD} when --format has "
+                        f"under {LOW_BIT_BELOW:g} bits per weight, e.g. q3_k, q2_k)")
     p.add_argument("--format", default="q4_0", choices=list(QUANT_TYPES), metavar="TYPE",
                    help="ggml type every quantized weight gets (default q4_0; " + ", ".join(QUANT_TYPES) +
                         "; see --tensor-type)")
@@ -126,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--pad-stride must be at least 1")
     overrides = _overrides(args)
     plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit)   # validate early
+    if args.method is None:
+        from ._choices import default_method
+
+        args.method = default_method(args.format)
+        log.info("method: %s (the default for %s)", args.method, args.format)
     if args.audio_tower_type and not get_type(args.audio_tower_type).quantized:
         raise ValueError(f"--audio-tower-type {args.audio_tower_type}: not a quantized type")
     given = {field: getattr(args, flag) for flag, field in METHOD_FLAGS.items() if getattr(args, flag) is not None}
