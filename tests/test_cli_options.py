@@ -32,7 +32,7 @@ def test_quantize_refuses_inapplicable_flag_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
-def test_default_method_follows_the_type(tmp_path, capsys, caplog):
+def test_default_method_follows_the_type(tmp_path, capsys):
     from tarq.cli._choices import default_method
 
     # 4.5-bit and wider types: QEP (tiny.en Q4_0 evidence); under 4 bits (3.44-bit Q3_K, 2.62-bit Q2_K): GPTQ

@@ -25,8 +25,9 @@ class RegistryChoices:
         return len(self._all())
 
 
-# The method `tarq quantize` and `tarq demo` use without --method, chosen by the evidence in benchmarks/README.md
-# ("Choosing the default", issue 15). Kept here, torch-free, so `tarq --help` stays fast.
+# The method `tarq quantize` and `tarq demo` use without --method for types of 4 bits per weight and more, chosen by
+# the evidence in benchmarks/README.md ("Choosing the default", issue 15). Kept here, torch-free, so `tarq --help`
+# stays fast.
 DEFAULT_METHOD = "qep"
 # Below 4 bits per weight (Q3_K, Q2_K) the default is GPTQ: on base at Q3_K, QEP's error-propagation correction
 # damaged real speech more than plain GPTQ did (benchmarks/README.md "Method ablation on base at Q3_K").
