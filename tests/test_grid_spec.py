@@ -215,3 +215,22 @@ def test_one_path_spelled_two_ways_is_one_artifact_and_one_cell(tmp_path, monkey
     assert [a.id for a in rel.artifacts()] == [a.id for a in absolute.artifacts()]
     monkeypatch.chdir(tmp_path / "grids")   # flags: relative to the working directory
     assert parse_data("../data/dev").path == str(tmp_path / "data" / "dev")
+
+
+def test_an_artifact_quantized_before_is_not_queued_again(tmp_path, monkeypatch):
+    # a queued quantize task asks for `threads` CPUs; on Ray it held the 1-CPU decode shards behind it even when
+    # it had nothing to do, so a quantized artifact (its folder holds the metadata file) must not be queued at all
+    from tarq.qmodel import META_FILE
+
+    fake = FakeTasks(monkeypatch)
+    spec = _spec(seeds=[0], types=["q4_0"], shard_size=3, data=[parse_data(f"{DEMO / 'eval'}:3")])
+    out = tmp_path / "g"
+    gptq = next(a for a in spec.artifacts() if a.method.label == "gptq")
+    qdir = Path(tasks.artifact_paths(str(out), gptq.id)["qdir"])
+    qdir.mkdir(parents=True)
+    (qdir / META_FILE).write_text("{}")
+    s = engine.run_grid(spec, out, executor="serial", say=lambda m: None)
+    assert s["failed"] == []
+    quantized = {r[1] for r in fake.ran if r[0] == "quantize"}
+    assert gptq.id not in quantized and len(quantized) == 1                     # rtn still quantized
+    assert ("export", gptq.id) in fake.ran

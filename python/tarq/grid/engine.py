@@ -185,6 +185,8 @@ def run_grid(spec: GridSpec, out: str | Path, *, address: str | None = None, exe
 
 
 def _submit_and_wait(plan: Plan, todo: list[Cell], ex, use_cache: bool, cache_dir: str | None, say) -> list:
+    from tarq.qmodel import is_quantized_dir
+
     spec, root = plan.spec, str(plan.out)
     device = "cuda" if spec.quantize_gpus > 0 else "cpu"
     quant, built, scored = {}, {}, {}
@@ -194,7 +196,12 @@ def _submit_and_wait(plan: Plan, todo: list[Cell], ex, use_cache: bool, cache_di
         kind = "torch" if c.runtime == "torch" else "bin"
         if (a.id, kind) not in built:
             q = None
-            if a.method.method not in ("ggml", "f16"):
+            # an artifact quantized by an earlier run is not queued again: its task would only find the folder
+            # and return, but while it waits for `threads` free CPUs Ray holds the 1-CPU decode shards behind it
+            # (measured: one decode at a time on a 2-CPU machine until every shard ahead of it had finished)
+            needs_quantize = a.method.method not in ("ggml", "f16") and not is_quantized_dir(
+                tasks.artifact_paths(root, a.id)["qdir"])
+            if needs_quantize:
                 if a.id not in quant:
                     quant[a.id] = ex.submit(tasks.quantize_task, artifact_dict(a), root, spec.threads, device,
                                             num_cpus=spec.threads, num_gpus=spec.quantize_gpus)
