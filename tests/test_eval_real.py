@@ -107,7 +107,10 @@ def test_whisper_cpp_f16_agrees_with_torch_on_asterisk(tiny_torch, tmp_path_fact
 
 
 @pytest.mark.slow
-def test_tiny_en_torch_austen_dev_under_five_minutes(tiny_torch):
+def test_tiny_en_torch_austen_dev_reference_wer(tiny_torch):
+    """All 480 austen-tts-dev utterances: WER within 1.5 points of the 6.40 % measured (docs/evaluation.md; the
+    data README says about 6.9 %), rare-WER near 37 %. The wall time is printed, not asserted: it measures the
+    machine's load as much as tarq (it once failed at 5 minutes beside a CI run); the benchmarks record speed."""
     _need(AUSTEN_DEV)
     from tarq.eval.runner import evaluate
 
@@ -118,4 +121,5 @@ def test_tiny_en_torch_austen_dev_under_five_minutes(tiny_torch):
     print(f"austen-tts-dev tiny.en torch: {wall:.0f} s wall, {d.scores.n_utts / wall:.2f} utt/s, "
           f"RTF {wall / d.audio_seconds:.3f}, WER {100 * d.scores.wer:.2f} %, rare-WER {100 * d.scores.rare_wer:.2f} %")
     assert d.scores.n_utts == 480
-    assert wall < 300
+    assert abs(100 * d.scores.wer - 6.4) <= 1.5
+    assert abs(100 * d.scores.rare_wer - 37) <= 8
