@@ -185,8 +185,6 @@ def run_grid(spec: GridSpec, out: str | Path, *, address: str | None = None, exe
 
 
 def _submit_and_wait(plan: Plan, todo: list[Cell], ex, use_cache: bool, cache_dir: str | None, say) -> list:
-    from tarq.qmodel import is_quantized_dir
-
     spec, root = plan.spec, str(plan.out)
     device = "cuda" if spec.quantize_gpus > 0 else "cpu"
     quant, built, scored = {}, {}, {}
@@ -199,9 +197,7 @@ def _submit_and_wait(plan: Plan, todo: list[Cell], ex, use_cache: bool, cache_di
             # an artifact quantized by an earlier run is not queued again: its task would only find the folder
             # and return, but while it waits for `threads` free CPUs Ray holds the 1-CPU decode shards behind it
             # (measured on a 2-CPU machine: `ray status` 1.0/2.0 CPU in use, 7 runnable decode shards pending)
-            needs_quantize = a.method.method not in ("ggml", "f16") and not is_quantized_dir(
-                tasks.artifact_paths(root, a.id)["qdir"])
-            if needs_quantize:
+            if a.method.method not in ("ggml", "f16") and not tasks.is_quantized(root, a.id):
                 if a.id not in quant:
                     quant[a.id] = ex.submit(tasks.quantize_task, artifact_dict(a), root, spec.threads, device,
                                             num_cpus=spec.threads, num_gpus=spec.quantize_gpus)

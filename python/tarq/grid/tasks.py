@@ -43,6 +43,13 @@ def artifact_paths(root: str, artifact_id: str) -> dict[str, str]:
     return {"dir": str(d), "qdir": str(d / "quantized"), "bin": str(d / "model.bin"), "build": str(d / "build.json")}
 
 
+def is_quantized(root: str, artifact_id: str) -> bool:
+    """Whether an earlier run already wrote this artifact's quantized folder (the grid does not queue it again)."""
+    from tarq.qmodel import is_quantized_dir
+
+    return is_quantized_dir(artifact_paths(root, artifact_id)["qdir"])
+
+
 def _read_build(paths: dict) -> dict:
     p = Path(paths["build"])
     with contextlib.suppress(OSError, ValueError):
@@ -53,10 +60,8 @@ def _read_build(paths: dict) -> dict:
 def quantize_task(artifact: dict, root: str, threads: int, device: str = "cpu") -> dict:
     """``tarq quantize`` of a registry method into the artifact's folder (skipped when it exists); records the
     quantization wall time and the run's own timing split (report.json) in the artifact's build.json."""
-    from tarq.qmodel import is_quantized_dir
-
     paths = artifact_paths(root, artifact["id"])
-    if not is_quantized_dir(paths["qdir"]):
+    if not is_quantized(root, artifact["id"]):
         m = artifact["method"]
         argv = ["quantize", artifact["model"], "--method", m["method"], "--format", artifact["type"],
                 "--out", paths["qdir"], "--threads", threads, "--no-progress"]
