@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "demo": "demo",
     "plot": "plot",
     "grid": "grid",
+    "split": "split",
 }
 
 
