@@ -234,3 +234,41 @@ def test_an_artifact_quantized_before_is_not_queued_again(tmp_path, monkeypatch)
     quantized = {r[1] for r in fake.ran if r[0] == "quantize"}
     assert gptq.id not in quantized and len(quantized) == 1                     # rtn still quantized
     assert ("export", gptq.id) in fake.ran
+
+
+def test_a_method_may_bring_its_own_calibration_mixed_from_several_sets(tmp_path, monkeypatch):
+    """calib on a method entry replaces the grid's for that method; a list is mixed (repeated --calib); a method
+    without one keeps the grid's calib and the artifact id it had before per-method calib existed."""
+    toml = tmp_path / "g.toml"
+    toml.write_text('models = ["tiny.en"]\ntypes = ["q4_0"]\ncalib = "tts"\nbaselines = ["gptq"]\n'
+                    'methods = ["gptq", {name = "gptq-real", method = "gptq", calib = "splits/real-calib"},\n'
+                    '           {name = "gptq-mix", method = "gptq", calib = ["tts", "splits/real-calib"]}]\n'
+                    '[[data]]\npath = "sets/a"\n')
+    spec = load_spec(toml).validate()
+    calib = {a.method.label: a.calib for a in spec.artifacts()}
+    assert calib == {"gptq": str(tmp_path / "tts"), "gptq-real": str(tmp_path / "splits" / "real-calib"),
+                     "gptq-mix": (str(tmp_path / "tts"), str(tmp_path / "splits" / "real-calib"))}
+    plain = spec_from_dict({"models": ["tiny.en"], "types": ["q4_0"], "calib": str(tmp_path / "tts"),
+                            "methods": ["gptq"], "data": [str(tmp_path / "sets" / "a")]})
+    assert plain.artifacts()[0].id == next(a.id for a in spec.artifacts() if a.method.label == "gptq")
+    assert spec.to_dict()["methods"][2]["calib"] == calib["gptq-mix"] and "calib" not in spec.to_dict()["methods"][0]
+    # the quantize task passes each set as its own --calib
+    seen = []
+    monkeypatch.setattr(tasks, "_tarq", lambda argv, what: seen.append([str(x) for x in argv]) or 0.0)
+    monkeypatch.setattr(tasks, "is_quantized", lambda root, i: False)
+    mix = next(a for a in spec.artifacts() if a.method.label == "gptq-mix")
+    tasks.quantize_task(engine.artifact_dict(mix), str(tmp_path / "g"), 2)
+    argv = seen[0]
+    assert [argv[i + 1] for i, x in enumerate(argv) if x == "--calib"] == list(calib["gptq-mix"])
+
+
+def test_per_method_calib_errors():
+    base = {"models": ["tiny.en"], "types": ["q4_0"], "data": [str(DEMO / "eval")]}
+    with pytest.raises(ValueError, match="uses no calibration data"):
+        spec_from_dict({**base, "methods": [{"name": "g", "method": "ggml", "calib": "x"}]}).validate()
+    with pytest.raises(ValueError, match="must be a path or a non-empty list"):
+        spec_from_dict({**base, "methods": [{"name": "q", "method": "gptq", "calib": []}]})
+    # a method's own calib satisfies "needs calibration" without a grid-wide calib
+    spec_from_dict({**base, "methods": [{"name": "q", "method": "gptq", "calib": "x"}]}).validate()
+    with pytest.raises(ValueError, match="needs calibration"):
+        spec_from_dict({**base, "methods": ["gptq"]}).validate()

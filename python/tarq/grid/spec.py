@@ -4,7 +4,8 @@ build artifacts and evaluation cells with stable ids.
 A spec is a TOML or JSON file (docs/evaluation.md, "The grid") and/or ``tarq grid`` flags::
 
     models = ["tiny.en"]
-    methods = ["ggml", "rtn", "gptq", {name = "tarq-c2", method = "tarq", options = {cost-ratio = 2.0}}]
+    methods = ["ggml", "rtn", "gptq", {name = "tarq-c2", method = "tarq", options = {cost-ratio = 2.0}},
+               {name = "gptq-mix", method = "gptq", calib = ["../shared/data/austen-tts-calib", "runs/splits/a-calib"]}]
     types = ["q4_0", "q8_0"]           # any ggml type name tarq quantize / export accept
     seeds = [0]                        # calibration subset seeds (methods without calibration run once)
     calib = "../shared/data/austen-tts-calib"
@@ -17,7 +18,9 @@ A spec is a TOML or JSON file (docs/evaluation.md, "The grid") and/or ``tarq gri
     limit = 40                         # optional seeded subset (sorted ids, random.Random(subset_seed).sample)
 
 Method names are registry names (``tarq quantize --method NAME``, options become its ``--flags``) or ``ggml``:
-whisper.cpp's own quantizer, i.e. ``tarq export MODEL --rtn TYPE`` (options: e.g. ``imatrix = "CALIB"``). The
+whisper.cpp's own quantizer, i.e. ``tarq export MODEL --rtn TYPE`` (options: e.g. ``imatrix = "CALIB"``). A
+calibrated method's ``calib`` (one path, or a list of paths mixed as ``tarq quantize --calib A --calib B`` mixes
+them) replaces the grid's ``calib`` for that method: the paper's cross-domain pools in one grid. The
 reference system ``f16`` (F16 export; the float model for torch) is added per model, runtime and policy: every
 quantized system is scored as damage against it.
 """
@@ -81,7 +84,8 @@ class Artifact:
     method: MethodSpec
     type: str | None                 # ggml type name; None for the F16 reference
     seed: int | None                 # calibration seed; None when the method has no calibration
-    calib: str | None
+    calib: str | tuple[str, ...] | None   # one path, or several mixed; a single path stays a string so ids of
+    #                                       specs written before mixing existed do not change
     n_calib: int | None
 
     @property
@@ -131,6 +135,7 @@ class GridSpec:
     runtimes: list[str] = field(default_factory=lambda: ["whisper.cpp"])
     policies: list[str] = field(default_factory=lambda: ["greedy"])
     baselines: list[str] = field(default_factory=list)
+    method_calib: dict[str, str | tuple[str, ...]] = field(default_factory=dict)   # method label -> its own calib
     threads: int = 2                 # quantize threads (and CPUs a quantize task asks Ray for)
     decode_threads: int = 1          # threads per decode task (CPUs it asks Ray for)
     shard_size: int = 64             # utterances per decode task
@@ -159,15 +164,23 @@ class GridSpec:
             need(all(p == "greedy" for p in self.policies), "the torch runtime decodes greedily only")
             need(not any(m.method == "ggml" for m in self.methods),
                  "the ggml baseline exists only as a .bin for the runtimes; use method rtn for the torch runtime")
+        unknown = sorted(set(self.method_calib) - set(labels))
+        need(not unknown, f"calib given for unknown method label(s) {unknown}")
         for m in self.methods:
             if m.method not in PSEUDO_METHODS:
                 from tarq.methods import available_methods
                 need(m.method in available_methods(),
                      f"unknown method {m.method!r}; choose from {', '.join(available_methods() + ['ggml'])}")
                 if m.calibrated:
-                    need(self.calib, f"method {m.label} needs calibration data: set calib")
+                    need(self.calib_of(m), f"method {m.label} needs calibration data: set calib")
+            if m.label in self.method_calib:
+                need(m.calibrated, f"method {m.label} uses no calibration data; its calib would be ignored")
         need(self.threads >= 1 and self.decode_threads >= 1 and self.shard_size >= 1, "threads/shard_size >= 1")
         return self
+
+    def calib_of(self, m: MethodSpec) -> str | tuple[str, ...] | None:
+        """The method's own calib when it has one, else the grid's."""
+        return self.method_calib.get(m.label) or self.calib
 
     # ------------------------------------------------------------------------------------------- expansion
 
@@ -178,7 +191,8 @@ class GridSpec:
                 for t in self.types:
                     for seed in (self.seeds if m.calibrated else [None]):
                         cal = m.calibrated
-                        a = Artifact(model, m, t, seed, self.calib if cal else None, self.n_calib if cal else None)
+                        a = Artifact(model, m, t, seed, self.calib_of(m) if cal else None,
+                                     self.n_calib if cal else None)
                         if a not in seen:
                             seen.add(a)
                             out.append(a)
@@ -202,7 +216,9 @@ class GridSpec:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["methods"] = [{"name": m.label, "method": m.method, "options": dict(m.options)} for m in self.methods]
+        d["methods"] = [{"name": m.label, "method": m.method, "options": dict(m.options),
+                         **({"calib": self.method_calib[m.label]} if m.label in self.method_calib else {})}
+                        for m in self.methods]
         return d
 
 
@@ -220,6 +236,19 @@ def parse_method(entry) -> MethodSpec:
             raise ValueError(f"grid spec: options of method {method} must be a table of flag = value")
         return MethodSpec(str(entry.get("name") or method), str(method), tuple(sorted(opts.items())))
     raise ValueError(f"grid spec: a method is a name or a table, not {entry!r}")
+
+
+def parse_method_calib(entry, base: Path | None = None) -> str | tuple[str, ...] | None:
+    """A method entry's own ``calib``: one path (a string) or several to mix (a tuple), canonical."""
+    if not isinstance(entry, dict) or entry.get("calib") is None:
+        return None
+    raw = entry["calib"]
+    paths = [raw] if isinstance(raw, str) else raw
+    if not isinstance(paths, (list, tuple)) or not paths or not all(isinstance(x, str) and x for x in paths):
+        raise ValueError(f"grid spec: calib of method {entry.get('name') or entry.get('method')} must be a path or "
+                         f"a non-empty list of paths, got {raw!r}")
+    canon = tuple(canonical_path(x, base) for x in paths)
+    return canon[0] if len(canon) == 1 else canon
 
 
 def parse_data(entry, base: Path | None = None) -> DataSpec:
@@ -274,6 +303,8 @@ def spec_from_dict(d: dict, base: Path | None = None) -> GridSpec:
     if kw.get("calib"):
         kw["calib"] = canonical_path(kw["calib"], base)
     kw["methods"] = [parse_method(m) for m in d.get("methods", [])]
+    kw["method_calib"] = {m.label: c for m, c in zip(kw["methods"], (parse_method_calib(e, base)
+                                                                     for e in d.get("methods", []))) if c}
     kw["data"] = [parse_data(x, base) for x in d.get("data", [])]
     kw.setdefault("models", [])
     kw.setdefault("types", [])

@@ -66,7 +66,10 @@ def quantize_task(artifact: dict, root: str, threads: int, device: str = "cpu") 
         argv = ["quantize", artifact["model"], "--method", m["method"], "--format", artifact["type"],
                 "--out", paths["qdir"], "--threads", threads, "--no-progress"]
         if artifact["calib"]:
-            argv += ["--calib", artifact["calib"], "--seed", artifact["seed"] or 0]
+            calibs = [artifact["calib"]] if isinstance(artifact["calib"], str) else artifact["calib"]
+            for calib in calibs:                     # several: mixed, as tarq quantize --calib A --calib B does
+                argv += ["--calib", calib]
+            argv += ["--seed", artifact["seed"] or 0]
             if artifact["n_calib"]:
                 argv += ["--n-calib", artifact["n_calib"]]
         if device != "cpu":
