@@ -20,7 +20,7 @@ A spec is a TOML or JSON file (docs/evaluation.md, "The grid") and/or ``tarq gri
 Method names are registry names (``tarq quantize --method NAME``, options become its ``--flags``) or ``ggml``:
 whisper.cpp's own quantizer, i.e. ``tarq export MODEL --rtn TYPE`` (options: e.g. ``imatrix = "CALIB"``). A
 calibrated method's ``calib`` (one path, or a list of paths mixed as ``tarq quantize --calib A --calib B`` mixes
-them) replaces the grid's ``calib`` for that method: the paper's cross-domain pools in one grid. The
+them) replaces the grid's ``calib`` for that method, so one grid compares calibration domains and mixes. The
 reference system ``f16`` (F16 export; the float model for torch) is added per model, runtime and policy: every
 quantized system is scored as damage against it.
 """
