@@ -79,3 +79,10 @@ def test_split_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["split", str(src), "--out", str(tmp_path / "o"), "--calib-fraction", "1"]) == 1
     assert "strictly between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    bare = tmp_path / "bare"                                   # audio without transcripts: nothing to evaluate on
+    bare.mkdir()
+    sf.write(str(bare / "a.flac"), np.zeros(1600, dtype=np.float32), 16000)
+    sf.write(str(bare / "b.flac"), np.zeros(1600, dtype=np.float32), 16000)
+    assert main(["split", str(bare), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "no transcript" in err and str(bare) in err and not (tmp_path / "o").exists()

@@ -1,7 +1,7 @@
 """Split one corpus into a calibration part and a held-out evaluation part (``tarq split``).
 
-A user with in-domain recordings wants to calibrate on some and measure on the others; the paper's cross-domain
-pools need the same (issue 15: "TTS + noisy TTS + a real split"). The split is a seeded random partition of the
+A user with in-domain recordings wants to calibrate on some and measure on the others; comparing calibration
+domains needs the same (issue 15: "TTS + noisy TTS + a real split"). The split is a seeded random partition of the
 utterance ids, sorted first, so the same corpus, fraction and seed give the same two parts whatever the manifest's
 order. Each part is a JSONL manifest (id, audio as an absolute path, text, duration) that every tarq command reads
 like any other corpus; the audio is not copied.
