@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,7 +84,11 @@ def test_grid_on_local_ray_resumes_after_a_kill(tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     n_cells = n_sets * (1 + 4)
-    assert f"{n_cells} cells ({n_sets} reference), {len(before)} done before" in res.stdout, res.stdout
+    # at least the cells seen after the kill count as done: a Ray worker that outlived the killed driver may still
+    # finish the cell it was scoring (atomic write) before the resumed grid lists the folder
+    m = re.search(r"(\d+) cells \((\d+) reference\), (\d+) done before", res.stdout)
+    assert m and (int(m[1]), int(m[2])) == (n_cells, n_sets), res.stdout
+    assert len(before) <= int(m[3]) < n_cells, res.stdout
     after = _cells(out)
     assert len(after) == n_cells
     for name, stamp in before.items():
