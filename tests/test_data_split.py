@@ -85,4 +85,4 @@ def test_split_cli_bad_input_is_one_line(tmp_path, capsys):
     sf.write(str(bare / "b.flac"), np.zeros(1600, dtype=np.float32), 16000)
     assert main(["split", str(bare), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()
-    assert "no transcript" in err and str(bare) in err and not (tmp_path / "o").exists()
+    assert "no reference transcript" in err and str(bare) in err and not (tmp_path / "o").exists()

@@ -200,6 +200,19 @@ def detect_layout(path: Path) -> tuple[str, Path]:
                      f"*.trans.txt, no audio files {', '.join(AUDIO_EXTENSIONS)})")
 
 
+def dataset_name(path: str | os.PathLike) -> str:
+    """Folder name of a dataset (of the manifest's folder when given a manifest file)."""
+    p = Path(path)
+    return (p.parent.name if p.is_file() else p.name) or str(p)
+
+
+def require_transcripts(utts: list[Utterance], source: str | os.PathLike) -> None:
+    """Scoring needs a reference for every utterance: raise naming ``source`` and the first one without."""
+    missing = [u.id for u in utts if u.text is None]
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} utterance(s) have no reference transcript (e.g. {missing[0]})")
+
+
 def load_dataset(path: str | os.PathLike, limit: int | None = None, *, verify_audio: bool = True) -> list[Utterance]:
     """Read a corpus in any supported layout (see the module docstring), in file order, first ``limit`` items.
 

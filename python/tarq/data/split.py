@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 from .._atomic import atomic_write
-from .datasets import Utterance, load_dataset
+from .datasets import Utterance, dataset_name, load_dataset, require_transcripts
 
 
 def partition(utts: list[Utterance], calib_fraction: float, seed: int) -> tuple[list[Utterance], list[Utterance]]:
@@ -49,12 +49,9 @@ def split_corpus(data: str | Path, out: str | Path, calib_fraction: float = 0.5,
     returns {"calib": path, "eval": path, "n_calib": k, "n_eval": n - k}."""
     src = Path(data).expanduser()
     utts = load_dataset(src)
-    missing = [u.id for u in utts if u.text is None]
-    if missing:
-        raise ValueError(f"{src}: {len(missing)} utterance(s) have no transcript (e.g. {missing[0]}); "
-                         "an evaluation part needs references")
+    require_transcripts(utts, src)           # the evaluation part is scored against them
     calib, held_out = partition(utts, calib_fraction, seed)
-    stem = name or (src.parent.name if src.suffix in (".jsonl", ".tsv") else src.name)
+    stem = name or dataset_name(src)
     out = Path(out).expanduser()
     return {"calib": str(write_manifest(out / f"{stem}-calib" / "manifest.jsonl", calib)),
             "eval": str(write_manifest(out / f"{stem}-eval" / "manifest.jsonl", held_out)),

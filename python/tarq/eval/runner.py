@@ -7,16 +7,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..data.datasets import dataset_name, require_transcripts
 from .metrics import DEFAULT_INSERTION_RULE, DEFAULT_ZIPF_THRESHOLD
 from .results import DatasetResult, EvalResult
 
 log = logging.getLogger(__name__)
-
-
-def dataset_name(path: str | Path) -> str:
-    """Folder name of a dataset (of the manifest's folder when given a manifest file)."""
-    p = Path(path)
-    return (p.parent.name if p.is_file() else p.name) or str(p)
 
 
 def decode_utterances(backend, utterances: Sequence, chunk_size: int | None = None,
@@ -72,9 +67,7 @@ def evaluate(backend, data: Sequence[str | Path], limit: int | None = None, k: f
         if name in seen:
             raise ValueError(f"{path}: two datasets are named {name!r}; results are keyed by dataset name")
         seen.add(name)
-        missing = [u.id for u in utts if u.text is None]
-        if missing:
-            raise ValueError(f"{path}: {len(missing)} utterance(s) have no reference transcript (e.g. {missing[0]})")
+        require_transcripts(utts, path)
         if not utts:
             raise ValueError(f"{path}: dataset is empty")
         if cache is None:

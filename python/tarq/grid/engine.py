@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from .spec import Artifact, Cell, GridSpec, data_fingerprint, select_with_total
+from .spec import PSEUDO_METHODS, Artifact, Cell, GridSpec, data_fingerprint, select_with_total
 from . import tasks
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def _submit_and_wait(plan: Plan, todo: list[Cell], ex, use_cache: bool, cache_di
             # an artifact quantized by an earlier run is not queued again: its task would only find the folder
             # and return, but while it waits for `threads` free CPUs Ray holds the 1-CPU decode shards behind it
             # (measured on a 2-CPU machine: `ray status` 1.0/2.0 CPU in use, 7 runnable decode shards pending)
-            if a.method.method not in ("ggml", "f16") and not tasks.is_quantized(root, a.id):
+            if a.method.method not in PSEUDO_METHODS and not tasks.is_quantized(root, a.id):
                 if a.id not in quant:
                     quant[a.id] = ex.submit(tasks.quantize_task, artifact_dict(a), root, spec.threads, device,
                                             num_cpus=spec.threads, num_gpus=spec.quantize_gpus)

@@ -302,9 +302,13 @@ def spec_from_dict(d: dict, base: Path | None = None) -> GridSpec:
             kw[k] = d[k]
     if kw.get("calib"):
         kw["calib"] = canonical_path(kw["calib"], base)
-    kw["methods"] = [parse_method(m) for m in d.get("methods", [])]
-    kw["method_calib"] = {m.label: c for m, c in zip(kw["methods"], (parse_method_calib(e, base)
-                                                                     for e in d.get("methods", []))) if c}
+    kw["methods"], kw["method_calib"] = [], {}
+    for entry in d.get("methods", []):
+        m = parse_method(entry)
+        kw["methods"].append(m)
+        calib = parse_method_calib(entry, base)
+        if calib:
+            kw["method_calib"][m.label] = calib
     kw["data"] = [parse_data(x, base) for x in d.get("data", [])]
     kw.setdefault("models", [])
     kw.setdefault("types", [])
@@ -350,12 +354,10 @@ def select_utterances(data: DataSpec) -> list:
 
 def select_with_total(data: DataSpec) -> tuple[list, int]:
     """(selected utterances, number of utterances in the whole set)."""
-    from tarq.data import load_dataset
+    from tarq.data import load_dataset, require_transcripts
 
     utts = sorted(load_dataset(data.path), key=lambda u: u.id)
-    missing = [u.id for u in utts if u.text is None]
-    if missing:
-        raise ValueError(f"{data.path}: {len(missing)} utterance(s) have no reference transcript (e.g. {missing[0]})")
+    require_transcripts(utts, data.path)
     if data.limit is None or data.limit >= len(utts):
         return utts, len(utts)
     picked = random.Random(data.subset_seed).sample(range(len(utts)), data.limit)
