@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.calib:
             raise ValueError(f"--method {args.method} needs calibration data: pass --calib DATA")
         from ..calib.selection import combine_sources
-        from ..data import load_dataset
+        from ..data import dataset_name, load_dataset
 
         sources = []
         for path in args.calib:
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             utts = load_dataset(path)
             if not utts:
                 raise ValueError(f"{path}: no utterances found")
-            sources.append(((path.name if path.is_dir() else path.parent.name) or str(path), utts))
+            sources.append((dataset_name(path), utts))
         utterances, origin = combine_sources(sources)
     from ..models import load_model
 
