@@ -24,7 +24,8 @@ def _restricted_texts(doc: dict):
     for name, block in (doc.get("utterances") or {}).items():          # tarq-grid-results
         if _set_name(name):
             yield name, f"utterances.{name}.refs", block, ("refs",)
-    for s in doc.get("systems") or []:
+    systems = doc.get("systems")
+    for s in systems if isinstance(systems, list) else []:          # (other results key systems by label)
         hyps = s.get("hyps") or {}
         for name in list(hyps):
             if _set_name(name):

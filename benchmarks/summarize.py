@@ -38,6 +38,8 @@ SECTIONS = {
     "lattice_error": ("bench_lattice_error", "bench_lattice_error.json"),
     "lattice_error_base": ("bench_lattice_error", "bench_lattice_error_base.json"),
     "cpu_family": ("bench_cpu_family", "bench_cpu_family.json"),
+    "stop_margins_tiny": ("bench_stop_margins", "stop_margins_tiny_q4_0.json"),
+    "stop_margins_base": ("bench_stop_margins", "stop_margins_base_q3_k.json"),
 }
 
 

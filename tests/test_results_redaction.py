@@ -36,6 +36,11 @@ def test_grid_layout_loses_only_the_restricted_texts():
     assert redact(json.loads(json.dumps(out))) == out                  # idempotent
 
 
+def test_a_result_with_systems_keyed_by_label_and_no_texts_is_clean():
+    doc = {"systems": {"F16": {"model": "tiny.en", "sets": {"uqm-voice-dev": {"ids": ["u1"], "early": [1.5]}}}}}
+    assert find_unredacted(doc) == [] and redact(json.loads(json.dumps(doc))) == doc
+
+
 def test_older_accuracy_layout_is_redacted_per_utterance():
     utt = {"id": "u1", "ref": "a secret line", "hyp": "a secret line", "duration": 1.0}
     doc = {"models": {"tiny.en": {"systems": {"whisper.cpp": {"gptq": {"result": {"datasets": [

@@ -1,0 +1,321 @@
+"""Teacher-forced stop margins: do quantized files push Whisper towards stopping early, or past the end?
+
+Greedy loops and truncations are a few clips per set, too few for a failure count to rank two quantizers
+(tarq.eval.damage's sign test rarely gets below p = 0.5). This benchmark measures the two decisions behind them
+on every position of every utterance instead (tarq.eval.stopping): with the reference transcript forced, the
+early margin M (how far EOT stays below the best text token inside the transcript, the worst position) and the end
+margin E (how far EOT leads after the last token), in nats, for each system; then each system paired with the
+reference system (normally F16) on the same utterances: mean ΔM and ΔE with a bootstrap 95 % CI, per set and
+pooled, and how many utterances have M < 0 or E < 0 (where forced decoding would stop inside the text, or not
+stop at its end).
+
+Systems are anything ``tarq.models.load_model`` reads: an alias (F16) or a tarq quantized-model directory, whose
+weights are ggml's exact dequantization of the bytes an exporter writes. The forward is PyTorch fp32, not
+whisper.cpp, so margins say how the *weights* move the decision, not what whisper.cpp's kernels add.
+
+    python benchmarks/bench_stop_margins.py --system F16=tiny.en --system "RTN Q4_0=runs/stop/tiny_rtn.q" \\
+        --system "QEP Q4_0=runs/stop/tiny_qep.q" --data ../shared/data/austen-tts-dev-noisy \\
+        --data ../shared/data/uqm-voice-dev --out benchmarks/results/stop_margins_tiny_q4_0.json
+
+The first --system is the reference. ``--greedy LABEL=EVAL_JSON`` (a ``tarq eval --json`` result or grid cell of
+that system's file) locates its greedy loops and truncations in the margin distribution; ``--from-json`` re-reads
+the margins of an earlier run instead of recomputing them (to add --greedy results). Only ids and margins are
+stored (no transcripts), so evaluation-only sets may be published.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (RunMeta, add_common_args, ensure_tarq_importable, fmt_num, markdown_table,  # noqa: E402
+                     pyplot, read_json, save_and_report, save_plot)
+
+N_BOOT = 2000
+POOLED = "pooled"
+
+
+def parse_system(text: str) -> tuple[str, str]:
+    label, sep, spec = text.partition("=")
+    if not sep or not label.strip() or not spec.strip():
+        raise SystemExit(f"bench_stop_margins: --system wants LABEL=MODEL, got {text!r}")
+    return label.strip(), spec.strip()
+
+
+def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: str) -> dict[str, dict]:
+    """{label: {"model": spec, "sets": {set: {"ids", "early", "end"}}}}. Every system is loaded at once so that
+    each utterance's features and forced tokens are made once and shared (the systems are one model family with
+    one tokenizer and prompt; checked)."""
+    import torch
+
+    from tarq.data.audio import load_audio
+    from tarq.eval.stopping import stop_margins
+    from tarq.lexicon import DEFAULT_ZIPF_THRESHOLD
+    from tarq.models import load_model
+    from tarq.models.adapter import get_adapter
+
+    models = {}
+    for label, spec in systems.items():
+        try:
+            models[label] = load_model(spec)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"bench_stop_margins: {spec}: {e}") from None
+    first = next(iter(models.values()))
+    for label, m in models.items():
+        if m.family != "whisper":
+            raise SystemExit(f"bench_stop_margins: {systems[label]}: stop margins are defined for Whisper's "
+                             f"vocabulary layout (text ids below EOT); this is a {m.family} model")
+        if m.decoder_prompt_ids() != first.decoder_prompt_ids() or m.eot_id != first.eot_id:
+            raise SystemExit(f"bench_stop_margins: {systems[label]} has another prompt or EOT than "
+                             f"{systems[next(iter(systems))]}: compare systems of one model")
+    adapter = get_adapter(first.family)
+    eot = int(first.eot_id)
+    text_ids = torch.arange(eot)
+    n_prompt = len(first.decoder_prompt_ids())
+    out = {label: {"model": systems[label], "sets": {}} for label in systems}
+    for name, utts in datasets.items():
+        recs = {label: {"ids": [], "early": [], "end": []} for label in systems}
+        for i, u in enumerate(utts):
+            try:    # (the rarity tags prepare_sample also makes play no part in the margins)
+                sample = adapter.prepare_sample(first, u.id, load_audio(u.audio), u.text,
+                                                zipf_threshold=DEFAULT_ZIPF_THRESHOLD, tag_by="target")
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"bench_stop_margins: {name}: {e}") from None
+            n_text = len(sample.tokens) - n_prompt - 1
+            for label, loaded in models.items():
+                with torch.inference_mode():
+                    logits, _, _ = adapter.analysis_forward(loaded.model, sample)
+                m = stop_margins(logits, n_prompt, n_text, eot, text_ids)
+                recs[label]["ids"].append(u.id)
+                recs[label]["early"].append(m.early)
+                recs[label]["end"].append(m.end)
+            if (i + 1) % 50 == 0 or i + 1 == len(utts):
+                print(f"  {name}: {i + 1}/{len(utts)}{limit_note}", file=sys.stderr, flush=True)
+        for label in systems:
+            out[label]["sets"][name] = recs[label]
+    return out
+
+
+def compare(systems: dict, reference: str, sets: list[str]) -> list[dict]:
+    """Each system against the reference, per set and pooled over sets (stratified bootstrap of the mean)."""
+    import numpy as np
+
+    from tarq.eval.bootstrap import ratio_bootstrap
+    from tarq.eval.damage import sign_test_p
+    from tarq.eval.stopping import compare_margins
+
+    rows = []
+    ref = systems[reference]["sets"]
+    for label, sysrec in systems.items():
+        if label == reference:
+            continue
+        for kind in ("early", "end"):
+            row = {"system": label, "margin": kind, "sets": {}}
+            strata = []
+            totals = dict.fromkeys(("n", "below_zero", "below_zero_reference", "new_below", "fixed_below"), 0)
+            for s in sets:
+                a, b = sysrec["sets"][s][kind], ref[s][kind]
+                c = compare_margins(a, b, n_boot=N_BOOT)
+                if c is None:
+                    continue
+                cell = {"n": c.n, "mean_diff": c.mean_diff, "lo": c.lo, "hi": c.hi, "below_zero": c.below_zero,
+                        "below_zero_reference": c.below_zero_reference, "new_below": c.new_below,
+                        "fixed_below": c.fixed_below, "sign_test_p": c.sign_test_p}
+                row["sets"][s] = cell
+                d = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None])
+                strata.append((d, np.ones_like(d)))
+                for k in totals:
+                    totals[k] += cell[k]
+            if len(strata) > 1:
+                mean, lo, hi = ratio_bootstrap(strata, n_boot=N_BOOT)
+                row["sets"][POOLED] = {**totals, "mean_diff": mean, "lo": lo, "hi": hi,
+                                       "sign_test_p": sign_test_p(totals["new_below"], totals["fixed_below"])}
+            rows.append(row)
+    return rows
+
+
+# a failing utterance's margin: truncations and empty outputs are the early decision, loops the end decision
+FAILURE_MARGIN = {"truncation": "early", "empty": "early", "loop": "end"}
+
+
+def parse_greedy(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    if not sep or not label.strip() or not path.strip():
+        raise SystemExit(f"bench_stop_margins: --greedy wants LABEL=EVAL_JSON, got {text!r}")
+    return label.strip(), Path(path.strip())
+
+
+def greedy_failures(systems: dict, evals: list[tuple[str, Path]]) -> list[dict]:
+    """Where the utterances a system failed on under greedy decoding (a ``tarq eval --json`` result or grid cell
+    of the same file) sit among its margins: rank = how many utterances of the set have a smaller margin."""
+    from tarq.eval.damage import FAILURE_KINDS
+
+    out = []
+    for label, path in evals:
+        if label not in systems:
+            raise SystemExit(f"bench_stop_margins: --greedy {label}={path}: no system is labelled {label!r}")
+        try:
+            result = read_json(path)
+            datasets = {d["name"]: d["failures"]["ids"] for d in result["datasets"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"bench_stop_margins: --greedy {path}: not a tarq eval result ({e})") from None
+        for s, rec in systems[label]["sets"].items():
+            for kind in FAILURE_KINDS:
+                margin = FAILURE_MARGIN.get(kind)
+                if margin is None:
+                    continue
+                values = [v for v in rec[margin] if v is not None]
+                for uid in datasets.get(s, {}).get(kind, []):
+                    if uid not in rec["ids"]:
+                        continue
+                    v = rec[margin][rec["ids"].index(uid)]
+                    out.append({"system": label, "set": s, "kind": kind, "id": uid, "margin": margin, "value": v,
+                                "rank": None if v is None else sum(x < v for x in values), "of": len(values),
+                                "eval": path.name})
+    return out
+
+
+def _median(values: list) -> float | None:
+    xs = sorted(v for v in values if v is not None)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def _p(p: float | None) -> str:
+    return "–" if p is None else (f"{p:.2g}" if p < 0.01 else f"{p:.2f}")
+
+
+def render_markdown(res: dict) -> str:
+    sets = res["sets"] + ([POOLED] if len(res["sets"]) > 1 else [])
+    ref = res["reference"]
+    parts = [f"Teacher-forced stop margins against {ref} (nats; paired mean difference, bootstrap 95 % CI; "
+             f"negative: closer to the failure). Early: EOT vs the best text token inside the transcript "
+             f"(worst position); end: EOT vs the best text token after the last word. Counts: utterances whose "
+             f"margin is below zero, system / {ref}, and the exact sign test on the utterances below zero in one "
+             f"of the two only.", ""]
+    for kind, title in (("early", "Early stop (truncation side)"), ("end", "End of text (run-on side)")):
+        parts += [f"{title}:", ""]
+        rows = []
+        for r in res["comparisons"]:
+            if r["margin"] != kind:
+                continue
+            cells = []
+            for s in sets:
+                c = r["sets"].get(s)
+                cells.append("–" if c is None else
+                             f"{c['mean_diff']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}] · "
+                             f"{c['below_zero']}/{c['below_zero_reference']} (p {_p(c.get('sign_test_p'))})")
+            rows.append([r["system"], *cells])
+        parts += [markdown_table(["system", *sets], rows, "l" + "r" * len(sets)), ""]
+    rows = []
+    for label, rec in res["systems"].items():
+        cells = []
+        for s in res["sets"]:
+            med = [_median(rec["sets"][s][kind]) for kind in ("early", "end")]
+            cells.append(" / ".join(fmt_num(m) for m in med))
+        rows.append([label, *cells])
+    parts += ["Median early / end margin per system (nats; the level the differences above move):", "",
+              markdown_table(["system", *res["sets"]], rows, "l" + "r" * len(res["sets"])), ""]
+    failures = res.get("greedy_failures") or []
+    if failures:
+        parts += ["Utterances that failed under greedy decoding in whisper.cpp (the same file; truncations and empty "
+                  "outputs against the early margin, loops against the end margin), and where their margin ranks "
+                  "among all utterances of the set (1 = the smallest):", ""]
+        rows = [[f["system"], f["set"], f["kind"], f["id"], fmt_num(f["value"]),
+                 "–" if f["rank"] is None else f"{f['rank'] + 1} / {f['of']}"] for f in failures]
+        parts += [markdown_table(["system", "set", "failure", "utterance", "margin", "rank"], rows, "llllrr"), ""]
+    meta = res.get("margins_from") or res["meta"]
+    parts.append(f"Margins computed {meta['finished']} on {meta['machine'].get('cpu')} ({meta['wall_s']:.0f} s, tarq "
+                 f"{(meta['machine'].get('git_commit') or '?')[:7]}).")
+    return "\n".join(parts)
+
+
+def plot(res: dict, path: Path) -> None:
+    import numpy as np
+
+    plt = pyplot()
+    ref = res["reference"]
+    labels = [k for k in res["systems"] if k != ref]
+    fig, axes = plt.subplots(1, len(res["sets"]), figsize=(5 * len(res["sets"]), 4), squeeze=False)
+    for ax, s in zip(axes[0], res["sets"]):
+        r = np.array([x for x in res["systems"][ref]["sets"][s]["early"] if x is not None])
+        bins = np.linspace(-5, 25, 61)
+        ax.hist(np.clip(r, -5, 25), bins=bins, histtype="step", label=ref, color="k")
+        for lab in labels:
+            x = np.array([v for v in res["systems"][lab]["sets"][s]["early"] if v is not None])
+            ax.hist(np.clip(x, -5, 25), bins=bins, histtype="step", label=lab)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(f"{s}: early margin M")
+        ax.set_xlabel("nats (clipped to [-5, 25])")
+        ax.set_ylabel("utterances")
+    axes[0][0].legend(fontsize=8)
+    save_plot(fig, path)
+
+
+def reuse_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]) -> dict:
+    try:
+        old = read_json(path)["systems"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"bench_stop_margins: --from-json {path}: not a result of this benchmark ({e})") from None
+    for label, spec in systems.items():
+        rec = old.get(label)
+        if rec is None or rec["model"] != spec:
+            raise SystemExit(f"bench_stop_margins: --from-json {path}: has no system {label}={spec}")
+        for name, utts in datasets.items():
+            if rec["sets"].get(name, {}).get("ids") != [u.id for u in utts]:
+                raise SystemExit(f"bench_stop_margins: --from-json {path}: {label} has not the utterances of {name}")
+    return {label: {"model": spec, "sets": {n: old[label]["sets"][n] for n in datasets}}
+            for label, spec in systems.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--system", action="append", required=True, help="LABEL=MODEL (the first is the reference)")
+    p.add_argument("--data", action="append", required=True, help="a data set (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="first N utterances of each set (a quick look)")
+    p.add_argument("--greedy", action="append", default=[], type=parse_greedy,
+                   help="LABEL=EVAL_JSON: the system's greedy whisper.cpp result on these sets (tarq eval --json or a "
+                        "grid cell); its loops and truncations are located in the margin distribution (repeatable)")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="take the margins from an earlier result of this benchmark instead of recomputing them "
+                        "(--system and --data must name the same systems and sets)")
+    add_common_args(p, "stop_margins.json")
+    args = p.parse_args(argv)
+    ensure_tarq_importable()
+    from tarq.data import dataset_name, load_dataset, require_transcripts
+
+    systems = dict(parse_system(s) for s in args.system)
+    if len(systems) != len(args.system):
+        raise SystemExit("bench_stop_margins: two --system entries share a label")
+    datasets = {}
+    for d in args.data:
+        try:
+            utts = load_dataset(d, limit=args.limit)
+            require_transcripts(utts, d)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"bench_stop_margins: {e}") from None
+        datasets[dataset_name(d)] = utts
+    if args.dry_run:
+        print(f"systems: {systems}\nsets: {[(k, len(v)) for k, v in datasets.items()]}\nwould write {args.out}")
+        return 0
+    meta = RunMeta.start("bench_stop_margins")
+    note = f" (limit {args.limit})" if args.limit else ""
+    recs = reuse_margins(args.from_json, systems, datasets) if args.from_json else all_margins(systems, datasets, note)
+    reference = next(iter(systems))
+    res = {"reference": reference, "sets": list(datasets), "limit": args.limit,
+           "n_utts": {k: len(v) for k, v in datasets.items()}, "systems": recs,
+           "comparisons": compare(recs, reference, list(datasets)),
+           "greedy_failures": greedy_failures(recs, args.greedy), "meta": meta.finish()}
+    if args.from_json:   # where the margins were computed (through any number of re-annotations)
+        earlier = read_json(args.from_json)
+        res["margins_from"] = earlier.get("margins_from") or earlier["meta"]
+    save_and_report(args.out, res, plot, render_markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

