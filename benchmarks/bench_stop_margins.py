@@ -235,24 +235,31 @@ def render_markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
-    import numpy as np
-
+    """Mean paired shift of each margin against the reference, with its 95 % CI, per set (a forest plot)."""
     plt = pyplot()
-    ref = res["reference"]
-    labels = [k for k in res["systems"] if k != ref]
-    fig, axes = plt.subplots(1, len(res["sets"]), figsize=(5 * len(res["sets"]), 4), squeeze=False)
-    for ax, s in zip(axes[0], res["sets"]):
-        r = np.array([x for x in res["systems"][ref]["sets"][s]["early"] if x is not None])
-        bins = np.linspace(-5, 25, 61)
-        ax.hist(np.clip(r, -5, 25), bins=bins, histtype="step", label=ref, color="k")
-        for lab in labels:
-            x = np.array([v for v in res["systems"][lab]["sets"][s]["early"] if v is not None])
-            ax.hist(np.clip(x, -5, 25), bins=bins, histtype="step", label=lab)
+    sets = res["sets"] + ([POOLED] if len(res["sets"]) > 1 else [])
+    labels = [k for k in res["systems"] if k != res["reference"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.45 * len(labels) * len(sets)), squeeze=False)
+    for ax, kind, title in zip(axes[0], ("early", "end"), ("early margin (truncation side)",
+                                                            "end margin (run-on side)")):
+        rows = {(r["system"], s): r["sets"].get(s) for r in res["comparisons"] if r["margin"] == kind for s in sets}
+        y, ticks = 0, []
+        for s in sets:
+            for i, lab in enumerate(labels):
+                c = rows.get((lab, s))
+                if c is not None:
+                    ax.errorbar(c["mean_diff"], y, xerr=[[c["mean_diff"] - c["lo"]], [c["hi"] - c["mean_diff"]]],
+                                fmt="o", color=f"C{i}", capsize=3)
+                ticks.append((y, f"{lab} · {s}"))
+                y -= 1
+            y -= 0.5
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_title(f"{s}: early margin M")
-        ax.set_xlabel("nats (clipped to [-5, 25])")
-        ax.set_ylabel("utterances")
-    axes[0][0].legend(fontsize=8)
+        ax.set_yticks([t for t, _ in ticks], [n for _, n in ticks], fontsize=7)
+        ax.set_xlabel(f"mean shift against {res['reference']}, nats (negative: closer to the failure)")
+        ax.set_title(title)
+    for ax in axes[0][1:]:
+        ax.set_yticks([])
+    fig.tight_layout()
     save_plot(fig, path)
 
 
