@@ -40,6 +40,7 @@ SECTIONS = {
     "cpu_family": ("bench_cpu_family", "bench_cpu_family.json"),
     "stop_margins_tiny": ("bench_stop_margins", "stop_margins_tiny_q4_0.json"),
     "stop_margins_base": ("bench_stop_margins", "stop_margins_base_q3_k.json"),
+    "stop_margins_base_uqm": ("bench_stop_margins", "stop_margins_base_q3_k_uqm.json"),
 }
 
 
