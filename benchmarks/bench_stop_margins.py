@@ -31,17 +31,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (RunMeta, add_common_args, ensure_tarq_importable, fmt_num, markdown_table,  # noqa: E402
-                     pyplot, read_json, save_and_report, save_plot)
+                     median, pyplot, read_json, save_and_report, save_plot)
 
 N_BOOT = 2000
 POOLED = "pooled"
 
 
-def parse_system(text: str) -> tuple[str, str]:
-    label, sep, spec = text.partition("=")
-    if not sep or not label.strip() or not spec.strip():
-        raise SystemExit(f"bench_stop_margins: --system wants LABEL=MODEL, got {text!r}")
-    return label.strip(), spec.strip()
+def parse_labelled(flag: str, what: str):
+    """An argparse ``type`` for ``--FLAG LABEL=WHAT`` values: (label, value), or a one-line error."""
+    def parse(text: str) -> tuple[str, str]:
+        label, sep, value = text.partition("=")
+        if not sep or not label.strip() or not value.strip():
+            raise SystemExit(f"bench_stop_margins: --{flag} wants LABEL={what}, got {text!r}")
+        return label.strip(), value.strip()
+    return parse
 
 
 def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: str) -> dict[str, dict]:
@@ -99,12 +102,10 @@ def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: 
 
 
 def compare(systems: dict, reference: str, sets: list[str]) -> list[dict]:
-    """Each system against the reference, per set and pooled over sets (stratified bootstrap of the mean)."""
-    import numpy as np
+    """Each system against the reference, per set and pooled over the sets where both have margins."""
+    from dataclasses import asdict
 
-    from tarq.eval.bootstrap import ratio_bootstrap
-    from tarq.eval.damage import sign_test_p
-    from tarq.eval.stopping import compare_margins
+    from tarq.eval.stopping import compare_margin_sets
 
     rows = []
     ref = systems[reference]["sets"]
@@ -112,26 +113,11 @@ def compare(systems: dict, reference: str, sets: list[str]) -> list[dict]:
         if label == reference:
             continue
         for kind in ("early", "end"):
-            row = {"system": label, "margin": kind, "sets": {}}
-            strata = []
-            totals = dict.fromkeys(("n", "below_zero", "below_zero_reference", "new_below", "fixed_below"), 0)
-            for s in sets:
-                a, b = sysrec["sets"][s][kind], ref[s][kind]
-                c = compare_margins(a, b, n_boot=N_BOOT)
-                if c is None:
-                    continue
-                cell = {"n": c.n, "mean_diff": c.mean_diff, "lo": c.lo, "hi": c.hi, "below_zero": c.below_zero,
-                        "below_zero_reference": c.below_zero_reference, "new_below": c.new_below,
-                        "fixed_below": c.fixed_below, "sign_test_p": c.sign_test_p}
-                row["sets"][s] = cell
-                d = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None])
-                strata.append((d, np.ones_like(d)))
-                for k in totals:
-                    totals[k] += cell[k]
-            if len(strata) > 1:
-                mean, lo, hi = ratio_bootstrap(strata, n_boot=N_BOOT)
-                row["sets"][POOLED] = {**totals, "mean_diff": mean, "lo": lo, "hi": hi,
-                                       "sign_test_p": sign_test_p(totals["new_below"], totals["fixed_below"])}
+            pairs = {s: (sysrec["sets"][s][kind], ref[s][kind]) for s in sets}
+            per_set = {s: compare_margin_sets([pair], n_boot=N_BOOT) for s, pair in pairs.items()}
+            row = {"system": label, "margin": kind, "sets": {s: asdict(c) for s, c in per_set.items() if c}}
+            if len(row["sets"]) > 1:
+                row["sets"][POOLED] = asdict(compare_margin_sets(list(pairs.values()), n_boot=N_BOOT))
             rows.append(row)
     return rows
 
@@ -140,20 +126,14 @@ def compare(systems: dict, reference: str, sets: list[str]) -> list[dict]:
 FAILURE_MARGIN = {"truncation": "early", "empty": "early", "loop": "end"}
 
 
-def parse_greedy(text: str) -> tuple[str, Path]:
-    label, sep, path = text.partition("=")
-    if not sep or not label.strip() or not path.strip():
-        raise SystemExit(f"bench_stop_margins: --greedy wants LABEL=EVAL_JSON, got {text!r}")
-    return label.strip(), Path(path.strip())
-
-
-def greedy_failures(systems: dict, evals: list[tuple[str, Path]]) -> list[dict]:
+def greedy_failures(systems: dict, evals: list[tuple[str, str]]) -> list[dict]:
     """Where the utterances a system failed on under greedy decoding (a ``tarq eval --json`` result or grid cell
     of the same file) sit among its margins: rank = how many utterances of the set have a smaller margin."""
     from tarq.eval.damage import FAILURE_KINDS
 
     out = []
-    for label, path in evals:
+    for label, value in evals:
+        path = Path(value)
         if label not in systems:
             raise SystemExit(f"bench_stop_margins: --greedy {label}={path}: no system is labelled {label!r}")
         try:
@@ -175,14 +155,6 @@ def greedy_failures(systems: dict, evals: list[tuple[str, Path]]) -> list[dict]:
                                 "rank": None if v is None else sum(x < v for x in values), "of": len(values),
                                 "eval": path.name})
     return out
-
-
-def _median(values: list) -> float | None:
-    xs = sorted(v for v in values if v is not None)
-    if not xs:
-        return None
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
 def _p(p: float | None) -> str:
@@ -215,7 +187,7 @@ def render_markdown(res: dict) -> str:
     for label, rec in res["systems"].items():
         cells = []
         for s in res["sets"]:
-            med = [_median(rec["sets"][s][kind]) for kind in ("early", "end")]
+            med = [median(rec["sets"][s][kind]) for kind in ("early", "end")]
             cells.append(" / ".join(fmt_num(m) for m in med))
         rows.append([label, *cells])
     parts += ["Median early / end margin per system (nats; the level the differences above move):", "",
@@ -263,9 +235,13 @@ def plot(res: dict, path: Path) -> None:
     save_plot(fig, path)
 
 
-def reuse_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]) -> dict:
+def reuse_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]) -> tuple[dict, dict]:
+    """(margins of ``systems`` on ``datasets`` from an earlier result, the meta of the run that computed them —
+    through any number of re-annotations)."""
     try:
-        old = read_json(path)["systems"]
+        earlier = read_json(path)
+        old = earlier["systems"]
+        computed = earlier.get("margins_from") or earlier["meta"]
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"bench_stop_margins: --from-json {path}: not a result of this benchmark ({e})") from None
     for label, spec in systems.items():
@@ -275,16 +251,18 @@ def reuse_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]
         for name, utts in datasets.items():
             if rec["sets"].get(name, {}).get("ids") != [u.id for u in utts]:
                 raise SystemExit(f"bench_stop_margins: --from-json {path}: {label} has not the utterances of {name}")
-    return {label: {"model": spec, "sets": {n: old[label]["sets"][n] for n in datasets}}
+    recs = {label: {"model": spec, "sets": {n: old[label]["sets"][n] for n in datasets}}
             for label, spec in systems.items()}
+    return recs, computed
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--system", action="append", required=True, help="LABEL=MODEL (the first is the reference)")
+    p.add_argument("--system", action="append", required=True, type=parse_labelled("system", "MODEL"),
+                   help="LABEL=MODEL (the first is the reference)")
     p.add_argument("--data", action="append", required=True, help="a data set (repeatable)")
     p.add_argument("--limit", type=int, default=None, help="first N utterances of each set (a quick look)")
-    p.add_argument("--greedy", action="append", default=[], type=parse_greedy,
+    p.add_argument("--greedy", action="append", default=[], type=parse_labelled("greedy", "EVAL_JSON"),
                    help="LABEL=EVAL_JSON: the system's greedy whisper.cpp result on these sets (tarq eval --json or a "
                         "grid cell); its loops and truncations are located in the margin distribution (repeatable)")
     p.add_argument("--from-json", type=Path, default=None,
@@ -295,7 +273,7 @@ def main(argv=None) -> int:
     ensure_tarq_importable()
     from tarq.data import dataset_name, load_dataset, require_transcripts
 
-    systems = dict(parse_system(s) for s in args.system)
+    systems = dict(args.system)
     if len(systems) != len(args.system):
         raise SystemExit("bench_stop_margins: two --system entries share a label")
     datasets = {}
@@ -311,15 +289,18 @@ def main(argv=None) -> int:
         return 0
     meta = RunMeta.start("bench_stop_margins")
     note = f" (limit {args.limit})" if args.limit else ""
-    recs = reuse_margins(args.from_json, systems, datasets) if args.from_json else all_margins(systems, datasets, note)
+    margins_from = None
+    if args.from_json:
+        recs, margins_from = reuse_margins(args.from_json, systems, datasets)
+    else:
+        recs = all_margins(systems, datasets, note)
     reference = next(iter(systems))
     res = {"reference": reference, "sets": list(datasets), "limit": args.limit,
            "n_utts": {k: len(v) for k, v in datasets.items()}, "systems": recs,
            "comparisons": compare(recs, reference, list(datasets)),
            "greedy_failures": greedy_failures(recs, args.greedy), "meta": meta.finish()}
-    if args.from_json:   # where the margins were computed (through any number of re-annotations)
-        earlier = read_json(args.from_json)
-        res["margins_from"] = earlier.get("margins_from") or earlier["meta"]
+    if margins_from:
+        res["margins_from"] = margins_from
     save_and_report(args.out, res, plot, render_markdown)
     return 0
 

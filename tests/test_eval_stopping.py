@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from tarq.eval.stopping import compare_margins, stop_margins
+from tarq.eval.stopping import compare_margin_sets, compare_margins, stop_margins
 
 EOT = 4
 TEXT = torch.arange(EOT)          # ids 0..3 are text; 4 is EOT, 5 a special token (a timestamp) never emitted
@@ -75,3 +75,15 @@ def test_paired_comparison_ci_covers_the_mean_of_noisy_differences():
     mean = sum(s - r for s, r in zip(sys_, ref)) / 400
     assert c.mean_diff == pytest.approx(mean)
     assert c.lo < mean < c.hi and c.hi - c.lo < 0.25 and not math.isnan(c.lo)
+
+
+def test_pooling_over_sets_weights_every_utterance_and_sums_the_counts():
+    a = ([1.0, 2.0], [0.0, 0.0])        # differences +1, +2
+    b = ([-1.0, None], [1.0, 3.0])      # difference -2 (the second utterance has one margin only)
+    c = compare_margin_sets([a, b])
+    assert c.n == 3 and c.mean_diff == pytest.approx(1 / 3)
+    assert (c.below_zero, c.below_zero_reference, c.new_below, c.fixed_below) == (1, 0, 1, 0)
+    assert c.sign_test_p == 1.0
+    one = compare_margin_sets([a])
+    assert (one.n, one.mean_diff) == (2, pytest.approx(1.5)) and one == compare_margins(*a)
+    assert compare_margin_sets([([None], [1.0])]) is None

@@ -72,17 +72,34 @@ class MarginComparison:
     sign_test_p: float        # exact two-sided sign test on those discordant utterances (damage.sign_test_p)
 
 
+def compare_margin_sets(sets: list[tuple[list[float | None], list[float | None]]], n_boot: int = 2000,
+                        seed: int = 0) -> MarginComparison | None:
+    """The paired comparison pooled over data sets, each a (system margins, reference margins) pair for the same
+    utterances: mean difference over every utterance with both margins, its bootstrap 95 % CI with each set
+    resampled on its own (``ratio_bootstrap``'s strata), counts and the sign test summed over sets. None when no
+    utterance has both."""
+    strata, n, below, below_ref, new, fixed = [], 0, 0, 0, 0, 0
+    for system, reference in sets:
+        if len(system) != len(reference):
+            raise ValueError(f"stop margins: {len(system)} system margins against {len(reference)} reference "
+                             f"margins")
+        pairs = [(s, r) for s, r in zip(system, reference) if s is not None and r is not None]
+        if not pairs:
+            continue
+        s = np.array([p[0] for p in pairs])
+        r = np.array([p[1] for p in pairs])
+        strata.append((s - r, np.ones_like(s)))
+        n += len(pairs)
+        below, below_ref = below + int((s < 0).sum()), below_ref + int((r < 0).sum())
+        new, fixed = new + int(((s < 0) & (r >= 0)).sum()), fixed + int(((s >= 0) & (r < 0)).sum())
+    if not strata:
+        return None
+    mean, lo, hi = ratio_bootstrap(strata, n_boot=n_boot, seed=seed)
+    return MarginComparison(n, mean, lo, hi, below, below_ref, new, fixed, sign_test_p(new, fixed))
+
+
 def compare_margins(system: list[float | None], reference: list[float | None], n_boot: int = 2000,
                     seed: int = 0) -> MarginComparison | None:
-    """Paired mean difference with a bootstrap 95 % CI over utterances; None when no utterance has both."""
-    if len(system) != len(reference):
-        raise ValueError(f"stop margins: {len(system)} system margins against {len(reference)} reference margins")
-    pairs = [(s, r) for s, r in zip(system, reference) if s is not None and r is not None]
-    if not pairs:
-        return None
-    s = np.array([p[0] for p in pairs])
-    r = np.array([p[1] for p in pairs])
-    mean, lo, hi = ratio_bootstrap([(s - r, np.ones_like(s))], n_boot=n_boot, seed=seed)
-    new, fixed = int(((s < 0) & (r >= 0)).sum()), int(((s >= 0) & (r < 0)).sum())
-    return MarginComparison(len(pairs), mean, lo, hi, int((s < 0).sum()), int((r < 0).sum()), new, fixed,
-                            sign_test_p(new, fixed))
+    """Paired mean difference with a bootstrap 95 % CI over the utterances of one set; None when no utterance
+    has both margins."""
+    return compare_margin_sets([(system, reference)], n_boot=n_boot, seed=seed)
