@@ -47,7 +47,8 @@ def parse_labelled(flag: str, what: str):
     return parse
 
 
-def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: str) -> dict[str, dict]:
+def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: str,
+                anchor: str | None = None) -> dict[str, dict]:
     """{label: {"model": spec, "sets": {set: {"ids", "early", "end"}}}}. Every system is loaded at once so that
     each utterance's features and forced tokens are made once and shared (the systems are one model family with
     one tokenizer and prompt; checked)."""
@@ -66,6 +67,12 @@ def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: 
         except (OSError, ValueError) as e:
             raise SystemExit(f"bench_stop_margins: {spec}: {e}") from None
     first = next(iter(models.values()))
+    if anchor is not None:   # the reference, reused from an earlier run: the computed systems must match it
+        try:
+            first = load_model(anchor)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"bench_stop_margins: {anchor}: {e}") from None
+        systems = {"": anchor, **systems}
     for label, m in models.items():
         if m.family != "whisper":
             raise SystemExit(f"bench_stop_margins: {systems[label]}: stop margins are defined for Whisper's "
@@ -73,6 +80,7 @@ def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: 
         if m.decoder_prompt_ids() != first.decoder_prompt_ids() or m.eot_id != first.eot_id:
             raise SystemExit(f"bench_stop_margins: {systems[label]} has another prompt or EOT than "
                              f"{systems[next(iter(systems))]}: compare systems of one model")
+    systems = {label: spec for label, spec in systems.items() if label in models}
     adapter = get_adapter(first.family)
     eot = int(first.eot_id)
     text_ids = torch.arange(eot)
@@ -203,6 +211,11 @@ def render_markdown(res: dict) -> str:
     meta = res.get("margins_from") or res["meta"]
     parts.append(f"Margins computed {meta['finished']} on {meta['machine'].get('cpu')} ({meta['wall_s']:.0f} s, tarq "
                  f"{(meta['machine'].get('git_commit') or '?')[:7]}).")
+    reused = res.get("reused")
+    if reused:
+        m = reused["from"]
+        parts.append(f"The margins of {', '.join(reused['systems'])} are those computed {m['finished']} on "
+                     f"{m['machine'].get('cpu')} (tarq {(m['machine'].get('git_commit') or '?')[:7]}; --reuse).")
     return "\n".join(parts)
 
 
@@ -256,6 +269,25 @@ def reuse_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]
     return recs, computed
 
 
+def reusable_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]) -> tuple[dict, dict | None]:
+    """(margins of the ``systems`` an earlier result has — same label, same model, same utterances of every set —,
+    the meta of the run that computed them); the others are left to compute."""
+    try:
+        earlier = read_json(path)
+        old = earlier["systems"]
+        computed = earlier.get("margins_from") or earlier["meta"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"bench_stop_margins: --reuse {path}: not a result of this benchmark ({e})") from None
+    recs = {}
+    for label, spec in systems.items():
+        rec = old.get(label)
+        if rec is None or rec["model"] != spec:
+            continue
+        if all(rec["sets"].get(n, {}).get("ids") == [u.id for u in utts] for n, utts in datasets.items()):
+            recs[label] = {"model": spec, "sets": {n: rec["sets"][n] for n in datasets}}
+    return recs, (computed if recs else None)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--system", action="append", required=True, type=parse_labelled("system", "MODEL"),
@@ -268,6 +300,9 @@ def main(argv=None) -> int:
     p.add_argument("--from-json", type=Path, default=None,
                    help="take the margins from an earlier result of this benchmark instead of recomputing them "
                         "(--system and --data must name the same systems and sets)")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="take the margins of the systems an earlier result has (same label, model and utterances) "
+                        "from it and compute only the others (adding systems to a comparison)")
     add_common_args(p, "stop_margins.json")
     args = p.parse_args(argv)
     ensure_tarq_importable()
@@ -290,17 +325,27 @@ def main(argv=None) -> int:
     meta = RunMeta.start("bench_stop_margins")
     note = f" (limit {args.limit})" if args.limit else ""
     margins_from = None
+    reused, reused_from = {}, None
+    reference = next(iter(systems))
+    if args.from_json and args.reuse:
+        raise SystemExit("bench_stop_margins: --from-json (every system) and --reuse (some) exclude each other")
     if args.from_json:
         recs, margins_from = reuse_margins(args.from_json, systems, datasets)
     else:
-        recs = all_margins(systems, datasets, note)
-    reference = next(iter(systems))
+        if args.reuse:
+            reused, reused_from = reusable_margins(args.reuse, systems, datasets)
+        todo = {label: spec for label, spec in systems.items() if label not in reused}
+        fresh = all_margins(todo, datasets, note, anchor=systems[reference] if reference in reused else None) \
+            if todo else {}
+        recs = {label: reused.get(label) or fresh[label] for label in systems}
     res = {"reference": reference, "sets": list(datasets), "limit": args.limit,
            "n_utts": {k: len(v) for k, v in datasets.items()}, "systems": recs,
            "comparisons": compare(recs, reference, list(datasets)),
            "greedy_failures": greedy_failures(recs, args.greedy), "meta": meta.finish()}
     if margins_from:
         res["margins_from"] = margins_from
+    if reused:
+        res["reused"] = {"systems": list(reused), "from": reused_from}
     save_and_report(args.out, res, plot, render_markdown)
     return 0
 

@@ -41,6 +41,10 @@ SECTIONS = {
     "stop_margins_tiny": ("bench_stop_margins", "stop_margins_tiny_q4_0.json"),
     "stop_margins_base": ("bench_stop_margins", "stop_margins_base_q3_k.json"),
     "stop_margins_base_uqm": ("bench_stop_margins", "stop_margins_base_q3_k_uqm.json"),
+    "stop_margins_tiny_builds": ("bench_stop_margins", "stop_margins_tiny_q4_0_builds.json"),
+    "stop_margins_base_builds": ("bench_stop_margins", "stop_margins_base_q3_k_builds.json"),
+    "layer_error_tiny": ("bench_layer_error", "layer_error_tiny_q4_0.json"),
+    "layer_error_base": ("bench_layer_error", "layer_error_base_q3_k.json"),
 }
 
 

@@ -117,3 +117,21 @@ def test_reuse_refuses_other_systems(result, tmp_path):
     with pytest.raises(SystemExit, match="has no system F16=base"):
         bench_stop_margins.main(["--system", "F16=base", "--data", str(DEMO_EVAL), "--limit", "2",
                                  "--from-json", str(out), "--out", str(tmp_path / "x.json")])
+
+
+def test_reuse_computes_only_the_new_systems(result, tmp_path):
+    res, out = result
+    more = tmp_path / "more.json"
+    assert bench_stop_margins.main(["--system", "F16=tiny.en", "--system", "added=tiny.en", "--data", str(DEMO_EVAL),
+                                    "--limit", "2", "--reuse", str(out), "--out", str(more)]) == 0
+    new = json.loads(more.read_text())
+    assert new["reused"]["systems"] == ["F16"] and new["reused"]["from"] == res["meta"]
+    assert new["systems"]["F16"] == res["systems"]["F16"]
+    # the added system (the same model, computed now) reproduces the reused reference's margins
+    for kind in ("early", "end"):
+        assert new["systems"]["added"]["sets"]["eval"][kind] == pytest.approx(
+            res["systems"]["F16"]["sets"]["eval"][kind], abs=1e-4)
+    assert "--reuse" in bench_stop_margins.render_markdown(new)
+    with pytest.raises(SystemExit, match="exclude each other"):
+        bench_stop_margins.main(["--system", "F16=tiny.en", "--data", str(DEMO_EVAL), "--limit", "2",
+                                 "--reuse", str(out), "--from-json", str(out), "--out", str(tmp_path / "x.json")])

@@ -33,7 +33,8 @@ from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
 from .analysis import POSITION_WEIGHTS_KEY, AnalysisOptions, analyse
 from .memory import release_free_memory
-from .stats import FoldedStatsAccumulator, GroupStats, StatsAccumulator
+from .stats import (SHRINKAGE, FoldedStatsAccumulator, GroupStats, StatsAccumulator, shrink_offdiagonal,
+                    shrinkage_intensity)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,10 @@ class CalibConfig:
     frame_tags: str = "none"              # "none" | "attention"
     frame_rel_threshold: float = 0.5
     frame_dilation: int = 3
+    # "diagonal": each group's H (H_common and H_tail) is shrunk toward its diagonal by the intensity its own
+    # utterance-to-utterance variation supports (stats.shrinkage_intensity, Schäfer–Strimmer target D) before the
+    # solve; "none": the sample H as accumulated. docs/methods.md §2 "Shrinkage".
+    shrinkage: str = "none"
 
     def analysis_options(self) -> AnalysisOptions:
         return AnalysisOptions(sensitivity=self.sensitivity, sensitivity_labels=self.sensitivity_labels,
@@ -94,6 +99,8 @@ class CalibConfig:
             raise ValueError(f"embedding_order must be 'last' or 'first', got {self.embedding_order!r}")
         if self.embedding not in EMBEDDING_MODES:
             raise ValueError(f"embedding must be one of {EMBEDDING_MODES}, got {self.embedding!r}")
+        if self.shrinkage not in SHRINKAGE:
+            raise ValueError(f"shrinkage must be one of {SHRINKAGE}, got {self.shrinkage!r}")
         if self.encoder_frames not in ENCODER_FRAMES:
             raise ValueError(f"encoder_frames must be one of {ENCODER_FRAMES}, got {self.encoder_frames!r}")
         if self.n_calib <= 0:
@@ -348,7 +355,8 @@ def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, q
     lat = lattices[g.weights[0]]
     group_method = _method_for(g, method, embed_names, cfg)
     t0 = time.perf_counter()
-    res = group_method.quantize_group(weights, stats, lat)
+    rho = shrinkage_intensity(stats) if cfg.shrinkage == "diagonal" else None
+    res = group_method.quantize_group(weights, stats if rho is None else shrink_offdiagonal(stats, rho), lat)
     timer.add("solve", t0)
     for n, r in res.items():
         _check_result(n, weights[n], r, lat)
@@ -356,7 +364,9 @@ def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, q
             model_q.get_parameter(n).copy_(r.dequant)
         quantized[n] = r
         t0 = time.perf_counter()
-        layers[n] = _layer_report(g.key, weights[n], r, stats, group_method, lat)
+        layers[n] = _layer_report(g.key, weights[n], r, stats, group_method, lat)   # errors under the sample H
+        if rho is not None:
+            layers[n]["shrinkage"] = rho
         timer.add("report", t0)
 
 
@@ -390,7 +400,7 @@ def _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_block, s
         for g in groups:
             if g.key not in accs:
                 accs[g.key] = StatsAccumulator(x[g.key].shape[-1], track_delta=method.needs_fp_stream,
-                                               device=x[g.key].device)
+                                               device=x[g.key].device, track_units=cfg.shrinkage != "none")
             rows = _select_rows(x[g.key], x[g.key] if method.needs_fp_stream else None, s, g.domain, cfg, g.key, i)
             accs[g.key].add(*rows)
         timer.add("stats", t0)
@@ -424,8 +434,9 @@ def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q
         for g in groups:
             if g.key not in accs:
                 n, dev = xq[g.key].shape[-1], xq[g.key].device
-                accs[g.key] = (FoldedStatsAccumulator(n, device=dev) if folds else
-                               StatsAccumulator(n, track_delta=model_fp is not None, device=dev))
+                units = cfg.shrinkage != "none"   # one add() per utterance: the sampling unit
+                accs[g.key] = (FoldedStatsAccumulator(n, device=dev, track_units=units) if folds else
+                               StatsAccumulator(n, track_delta=model_fp is not None, device=dev, track_units=units))
             try:
                 rows = _select_rows(xq[g.key], xfp[g.key] if xfp is not None else None, s, g.domain, cfg, g.key, i)
                 if folds:

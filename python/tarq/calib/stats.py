@@ -17,6 +17,11 @@ longer GEMMs run closer to the CPU's peak. The float32 sums then run over ~2,000
 rounding ~√K·2⁻²⁴, far below the float64 accumulation's role (summing hundreds of such blocks).
 H_tail is allocated only when a tail row arrives. Without the native extension (or on a GPU) H uses the same
 float32 GEMM as H_Δ.
+
+Shrinkage (``track_units``): each ``add`` is one sampling unit (one utterance; its positions are not independent
+of each other). Beside H the accumulator keeps Σ_u off(S_u), S_u = the unit's own Σ w x xᵀ and off(A) = Σ_{i≠j}
+A_ij², from which ``shrinkage_intensity`` estimates how far H's off-diagonal part is from its expectation
+(Schäfer & Strimmer 2005, target D).
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ class GroupStats:
     n_common: int                   # positions (weighted: a subsampled padding frame counts for those it stands for)
     n_tail: int
     folds: list[FoldStats] | None = None   # per-fold statistics when the method cross-fits (two folds by utterance)
+    n_units: int = 0                       # sampling units (utterances) seen with track_units, else 0
+    unit_offdiag_sq: float = 0.0           # Σ_u off(S_u) over those units (module docstring)
 
     @property
     def H(self) -> torch.Tensor:
@@ -62,12 +69,58 @@ def _native_syrk():
     return _C.syrk_lower_accumulate if getattr(_C, "has_blas", False) else None
 
 
+SHRINKAGE = ("none", "diagonal")   # CalibConfig.shrinkage: the sample H, or shrink_offdiagonal(shrinkage_intensity)
 FLUSH_ROWS = 2048   # rows buffered before one update (see the module docstring)
 
 
+def offdiag_sq_of_rows(x: torch.Tensor) -> float:
+    """off(xᵀx) = ‖xᵀx‖²_F − Σ_i (xᵀx)_ii² for rows x [T, n], through the smaller of the two Gram matrices
+    (‖xᵀx‖_F = ‖xxᵀ‖_F), summed in float64."""
+    if x.shape[0] == 0:
+        return 0.0
+    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+    diag = (x * x).sum(dim=0).double()
+    return float(gram.double().pow(2).sum() - diag.pow(2).sum())
+
+
+def shrinkage_intensity(stats: "GroupStats") -> float:
+    """ρ in H* = (1 − ρ) H + ρ diag(H): the Schäfer–Strimmer (2005) estimate for their target D (shrink the
+    off-diagonal entries, keep the diagonal) with utterances as the sampling units.
+
+    With U units, unit matrices S_u and H = Σ_u S_u, the mean S̄ = H/U has Var̂(S̄_ij) = (Σ_u S_u,ij² − H_ij²/U) /
+    (U(U − 1)); ρ = Σ_{i≠j} Var̂(S̄_ij) / Σ_{i≠j} S̄_ij² = (U Σ_u off(S_u) / off(H) − 1) / (U − 1), clipped to
+    [0, 1]. Identical units give 0 (H's off-diagonal part is then known exactly); the more the units disagree
+    relative to what they share, the nearer ρ comes to 1. Needs ``track_units``."""
+    U = stats.n_units
+    if U < 2:
+        return 0.0
+    H = stats.H
+    off_h = float(H.pow(2).sum() - H.diagonal().pow(2).sum())
+    if off_h <= 0.0:
+        return 0.0
+    rho = (U * stats.unit_offdiag_sq / off_h - 1.0) / (U - 1)
+    return min(1.0, max(0.0, rho))
+
+
+def shrink_offdiagonal(stats: "GroupStats", rho: float) -> "GroupStats":
+    """A copy of ``stats`` with H_common and H_tail's off-diagonal entries scaled by (1 − ρ) (so H = H_common +
+    H_tail shrinks the same way, and so does any λ-weighted sum of the two). H_Δ and the fold statistics are the
+    cross-moments of another quantity and stay as they are."""
+    from dataclasses import replace
+
+    def shrink(M: torch.Tensor) -> torch.Tensor:
+        return (1.0 - rho) * M + rho * torch.diag_embed(M.diagonal())
+
+    return replace(stats, H_common=shrink(stats.H_common), H_tail=shrink(stats.H_tail))
+
+
 class StatsAccumulator:
-    def __init__(self, n: int, track_delta: bool, device: torch.device | str = "cpu", flush_rows: int = FLUSH_ROWS):
+    def __init__(self, n: int, track_delta: bool, device: torch.device | str = "cpu", flush_rows: int = FLUSH_ROWS,
+                 track_units: bool = False):
         self.n = n
+        self.track_units = track_units
+        self.n_units = 0
+        self.unit_offdiag_sq = 0.0
         self.device = torch.device(device)
         self.H_common = torch.zeros(n, n, dtype=torch.float64, device=device)
         self.H_tail: torch.Tensor | None = None
@@ -112,6 +165,9 @@ class StatsAccumulator:
             raise ValueError("H_delta tracking needs the FP-stream activations")
         # buffered rows are copies: the caller may reuse or modify its tensors after add() returns
         xs = x_q.clone() if w is None else x_q * w.sqrt()[:, None]
+        if self.track_units:
+            self.n_units += 1
+            self.unit_offdiag_sq += offdiag_sq_of_rows(xs)
         counts = torch.ones(x_q.shape[0]) if w is None else w.double().cpu()
         if tail is None or not bool(tail.any()):
             self._pending["common"].append(xs)
@@ -164,7 +220,8 @@ class StatsAccumulator:
         if self._syrk is not None:   # only the lower triangles were accumulated: mirror them
             for H in (self.H_common, H_tail):
                 H.copy_(torch.tril(H) + torch.tril(H, -1).T)
-        return GroupStats(self.H_common, H_tail, self.H_delta, int(round(self.n_common)), int(round(self.n_tail)))
+        return GroupStats(self.H_common, H_tail, self.H_delta, int(round(self.n_common)), int(round(self.n_tail)),
+                          n_units=self.n_units, unit_offdiag_sq=self.unit_offdiag_sq)
 
 
 class FoldedStatsAccumulator:
@@ -172,8 +229,10 @@ class FoldedStatsAccumulator:
     methods that judge a correction fitted on one fold against the other (FADE's R_calib). ``finalize`` sums the
     folds into the ordinary GroupStats (identical sums, in a different order) and attaches the fold statistics."""
 
-    def __init__(self, n: int, device: torch.device | str = "cpu", n_folds: int = 2, flush_rows: int = FLUSH_ROWS):
-        self.folds = [StatsAccumulator(n, track_delta=True, device=device, flush_rows=flush_rows)
+    def __init__(self, n: int, device: torch.device | str = "cpu", n_folds: int = 2, flush_rows: int = FLUSH_ROWS,
+                 track_units: bool = False):
+        self.folds = [StatsAccumulator(n, track_delta=True, device=device, flush_rows=flush_rows,
+                                       track_units=track_units)
                       for _ in range(n_folds)]
         self.D = [torch.zeros(n, n, dtype=torch.float64, device=device) for _ in range(n_folds)]
         self.n = n
@@ -194,6 +253,7 @@ class FoldedStatsAccumulator:
         total = GroupStats(
             H_common=sum(p.H_common for p in parts), H_tail=sum(p.H_tail for p in parts),
             H_delta=sum(p.H_delta for p in parts), n_common=sum(p.n_common for p in parts),
-            n_tail=sum(p.n_tail for p in parts))
+            n_tail=sum(p.n_tail for p in parts), n_units=sum(p.n_units for p in parts),
+            unit_offdiag_sq=sum(p.unit_offdiag_sq for p in parts))
         total.folds = [FoldStats(H=p.H, C=p.H_delta, D=D) for p, D in zip(parts, self.D)]
         return total

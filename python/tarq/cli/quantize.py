@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
 from ..calib.selection import STRATEGIES
+from ..calib.stats import SHRINKAGE
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("--low-memory", action="store_true",
                    help="rebuild fc2's input in the advance pass instead of keeping it for all calibration utterances "
                         "(tiny.en, 128 utterances: ~1.2 GB less peak memory, ~10 %% more forward time; same codes)")
+    p.add_argument("--shrinkage", choices=SHRINKAGE, default="none",
+                   help="shrink each group's H toward its diagonal by the intensity its utterance-to-utterance "
+                        "variation supports (diagonal; per-layer intensity in report.json) or not (none)")
     p.add_argument("--embedding", choices=("method", "rtn"), default="method",
                    help="tied token embedding / output projection: the chosen method on final-hidden-state "
                         "statistics (default) or whisper.cpp's RTN")
@@ -173,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                       embedding_order=args.embedding_order, calib_select=args.calib_select,
                       sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
                       sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
-                      frame_dilation=args.frame_dilation, progress=not args.no_progress)
+                      frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
                                 calib_name=",".join(str(c) for c in args.calib) if args.calib else None,
                                 calib_origin=origin)
