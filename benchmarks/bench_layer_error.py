@@ -71,25 +71,34 @@ def load_systems(model: str, systems: dict[str, str]):
 
 def measure(fp, adapter, weights: dict, datasets: dict[str, list], limit_note: str) -> dict:
     from tarq.data.audio import load_audio
+    from tarq.calib.driver import WINDOW_SAMPLES
     from tarq.eval.layer_error import layer_errors
     from tarq.lexicon import DEFAULT_ZIPF_THRESHOLD
 
-    out = {}
+    out, skipped = {}, {}
     for name, utts in datasets.items():
         samples = []
         for u in utts:
             try:
-                samples.append(adapter.prepare_sample(fp, u.id, load_audio(u.audio), u.text,
+                audio = load_audio(u.audio)
+                if audio.shape[0] > WINDOW_SAMPLES:   # one forced transcript cannot be split without an alignment
+                    skipped.setdefault(name, []).append(u.id)
+                    continue
+                samples.append(adapter.prepare_sample(fp, u.id, audio, u.text,
                                                       zipf_threshold=DEFAULT_ZIPF_THRESHOLD, tag_by="target"))
             except (OSError, ValueError) as e:
                 raise SystemExit(f"bench_layer_error: {name}: {e}") from None
+        if skipped.get(name):
+            print(f"  {name}: {len(skipped[name])} clip(s) over Whisper's 30-s window left out", file=sys.stderr)
+        if not samples:
+            raise SystemExit(f"bench_layer_error: {name}: no utterance fits Whisper's 30-s window")
 
         def progress(k, n=len(samples), name=name):
             if k % 25 == 0 or k == n:
                 print(f"  {name}: {k}/{n}{limit_note}", file=sys.stderr, flush=True)
 
         out[name] = layer_errors(fp, adapter, samples, weights, progress)
-    return out
+    return out, skipped
 
 
 def per_linear_sums(measured: dict) -> dict:
@@ -152,7 +161,9 @@ def render_markdown(res: dict) -> str:
     meta = res["meta"]
     parts.append(f"Measured {meta['finished']} on {meta['machine'].get('cpu')} ({meta['wall_s']:.0f} s, tarq "
                  f"{(meta['machine'].get('git_commit') or '?')[:7]}); utterances per set: "
-                 + ", ".join(f"{s} {n}" for s, n in res["n_utts"].items()) + ".")
+                 + ", ".join(f"{s} {n}" for s, n in res["n_utts"].items())
+                 + "".join(f" ({len(v)} clip(s) of {s} over 30 s left out)" for s, v in res.get("skipped_over_30s",
+                                                                                               {}).items()) + ".")
     return "\n".join(parts)
 
 
@@ -203,10 +214,10 @@ def main(argv=None) -> int:
     meta = RunMeta.start("bench_layer_error")
     fp, adapter, weights = load_systems(args.model, systems)
     note = f" (limit {args.limit})" if args.limit else ""
-    measured = measure(fp, adapter, weights, datasets, note)
+    measured, skipped = measure(fp, adapter, weights, datasets, note)
     reference = next(iter(systems))
     res = {"model": args.model, "reference": reference, "sets": list(datasets), "limit": args.limit,
-           "n_utts": {k: len(v) for k, v in datasets.items()},
+           "n_utts": {k: len(measured[k].ids) for k in datasets}, "skipped_over_30s": skipped,
            "systems": {label: {"model": spec} for label, spec in systems.items()},
            "summary": summarise(measured, reference), "per_linear": per_linear_sums(measured), "meta": meta.finish()}
     save_and_report(args.out, res, plot, render_markdown)

@@ -113,19 +113,35 @@ def test_benchmark_end_to_end_on_real_tiny(tmp_path, capsys):
                             "--out", str(tmp_path / f"{method}_{fmt}"), "--no-progress"],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-    out = tmp_path / "le.json"
-    assert bench_layer_error.main(["--model", "tiny.en", "--system", f"Q4_0={tmp_path / 'rtn_q4_0'}",
-                                   "--system", f"Q8_0={tmp_path / 'rtn_q8_0'}", "--data", str(demo / "eval"),
-                                   "--limit", "2", "--out", str(out)]) == 0
-    res = json.loads(out.read_text())
-    ratio = res["summary"]["eval"]["systems"]["Q8_0"]["ratio"]
-    for kind, r in ratio.items():              # 8 bits are far closer to the FP weights than 4, in every kind
-        assert r["ratio"] < 0.1 and r["lo"] <= r["ratio"] <= r["hi"], kind
-    assert out.with_suffix(".png").exists() and "| all Linears |" in capsys.readouterr().out
+    # two demo clips and one over Whisper's 30-s window (left out, and said so)
+    import soundfile as sf
+
     from tarq.data import load_dataset
 
+    data = tmp_path / "data"
+    (data / "audio").mkdir(parents=True)
+    utts = load_dataset(demo / "eval", limit=2)
+    lines = []
+    for u in utts:
+        audio, sr = sf.read(str(u.audio), dtype="float32")
+        sf.write(str(data / "audio" / f"{u.id}.flac"), audio, sr)
+        lines.append({"id": u.id, "audio": f"audio/{u.id}.flac", "text": u.text})
+    sf.write(str(data / "audio" / "long.flac"), np.zeros(31 * 16000, dtype=np.float32), 16000)
+    lines.append({"id": "long", "audio": "audio/long.flac", "text": "nothing"})
+    (data / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "le.json"
+    assert bench_layer_error.main(["--model", "tiny.en", "--system", f"Q4_0={tmp_path / 'rtn_q4_0'}",
+                                   "--system", f"Q8_0={tmp_path / 'rtn_q8_0'}", "--data", str(data),
+                                   "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["skipped_over_30s"] == {"data": ["long"]} and res["n_utts"] == {"data": 2}
+    ratio = res["summary"]["data"]["systems"]["Q8_0"]["ratio"]
+    for kind, r in ratio.items():              # 8 bits are far closer to the FP weights than 4, in every kind
+        assert r["ratio"] < 0.1 and r["lo"] <= r["ratio"] <= r["hi"], kind
+    printed = capsys.readouterr()
+    assert out.with_suffix(".png").exists() and "| all Linears |" in printed.out and "over 30 s left out" in printed.out
     stored = out.read_text()
-    for u in load_dataset(demo / "eval", limit=2):     # ids and numbers only
+    for u in utts:     # ids and numbers only
         assert u.text not in stored
 
 
