@@ -69,9 +69,10 @@ def load_systems(model: str, systems: dict[str, str]):
     return fp, adapter, weights
 
 
-def measure(fp, adapter, weights: dict, datasets: dict[str, list], limit_note: str) -> dict:
-    from tarq.data.audio import load_audio
+def measure(fp, adapter, weights: dict, datasets: dict[str, list], limit_note: str) -> tuple[dict, dict]:
+    """({set: tarq.eval.layer_error.LayerErrors}, {set: ids of the clips over 30 s left out})."""
     from tarq.calib.driver import WINDOW_SAMPLES
+    from tarq.data.audio import load_audio
     from tarq.eval.layer_error import layer_errors
     from tarq.lexicon import DEFAULT_ZIPF_THRESHOLD
 

@@ -148,6 +148,7 @@ def test_benchmark_end_to_end_on_real_tiny(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--model", "tiny.en", "--system", "a=x"], "at least two"),
     (["--model", "tiny.en", "--system", "a=x", "--system", "a=y"], "at least two"),
+    (["--model", "/no/such/model", "--system", "a=x", "--system", "b=y"], "/no/such/model"),
 ])
 def test_bad_input_is_one_line(args, message, tmp_path, capsys):
     import bench_layer_error
