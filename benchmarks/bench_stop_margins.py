@@ -66,21 +66,21 @@ def all_margins(systems: dict[str, str], datasets: dict[str, list], limit_note: 
             models[label] = load_model(spec)
         except (OSError, ValueError) as e:
             raise SystemExit(f"bench_stop_margins: {spec}: {e}") from None
+    # every system must share the reference's prompt and EOT: the first system's, or the reused reference's
+    reference_spec = anchor if anchor is not None else next(iter(systems.values()))
     first = next(iter(models.values()))
-    if anchor is not None:   # the reference, reused from an earlier run: the computed systems must match it
+    if anchor is not None:
         try:
             first = load_model(anchor)
         except (OSError, ValueError) as e:
             raise SystemExit(f"bench_stop_margins: {anchor}: {e}") from None
-        systems = {"": anchor, **systems}
     for label, m in models.items():
         if m.family != "whisper":
             raise SystemExit(f"bench_stop_margins: {systems[label]}: stop margins are defined for Whisper's "
                              f"vocabulary layout (text ids below EOT); this is a {m.family} model")
         if m.decoder_prompt_ids() != first.decoder_prompt_ids() or m.eot_id != first.eot_id:
             raise SystemExit(f"bench_stop_margins: {systems[label]} has another prompt or EOT than "
-                             f"{systems[next(iter(systems))]}: compare systems of one model")
-    systems = {label: spec for label, spec in systems.items() if label in models}
+                             f"{reference_spec}: compare systems of one model")
     adapter = get_adapter(first.family)
     eot = int(first.eot_id)
     text_ids = torch.arange(eot)
@@ -248,43 +248,32 @@ def plot(res: dict, path: Path) -> None:
     save_plot(fig, path)
 
 
-def reuse_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]) -> tuple[dict, dict]:
-    """(margins of ``systems`` on ``datasets`` from an earlier result, the meta of the run that computed them —
-    through any number of re-annotations)."""
-    try:
-        earlier = read_json(path)
-        old = earlier["systems"]
-        computed = earlier.get("margins_from") or earlier["meta"]
-    except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"bench_stop_margins: --from-json {path}: not a result of this benchmark ({e})") from None
-    for label, spec in systems.items():
-        rec = old.get(label)
-        if rec is None or rec["model"] != spec:
-            raise SystemExit(f"bench_stop_margins: --from-json {path}: has no system {label}={spec}")
-        for name, utts in datasets.items():
-            if rec["sets"].get(name, {}).get("ids") != [u.id for u in utts]:
-                raise SystemExit(f"bench_stop_margins: --from-json {path}: {label} has not the utterances of {name}")
-    recs = {label: {"model": spec, "sets": {n: old[label]["sets"][n] for n in datasets}}
-            for label, spec in systems.items()}
-    return recs, computed
-
-
-def reusable_margins(path: Path, systems: dict[str, str], datasets: dict[str, list]) -> tuple[dict, dict | None]:
+def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, list], *, every: bool
+                    ) -> tuple[dict, dict | None]:
     """(margins of the ``systems`` an earlier result has — same label, same model, same utterances of every set —,
-    the meta of the run that computed them); the others are left to compute."""
+    the meta of the run that computed them, through any number of re-annotations; None when none is reused).
+    ``every``: each system must be there (--from-json); else the missing ones are left to compute (--reuse)."""
+    flag = "--from-json" if every else "--reuse"
     try:
         earlier = read_json(path)
         old = earlier["systems"]
         computed = earlier.get("margins_from") or earlier["meta"]
     except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"bench_stop_margins: --reuse {path}: not a result of this benchmark ({e})") from None
+        raise SystemExit(f"bench_stop_margins: {flag} {path}: not a result of this benchmark ({e})") from None
     recs = {}
     for label, spec in systems.items():
         rec = old.get(label)
         if rec is None or rec["model"] != spec:
+            if every:
+                raise SystemExit(f"bench_stop_margins: {flag} {path}: has no system {label}={spec}")
             continue
-        if all(rec["sets"].get(n, {}).get("ids") == [u.id for u in utts] for n, utts in datasets.items()):
-            recs[label] = {"model": spec, "sets": {n: rec["sets"][n] for n in datasets}}
+        other = next((n for n, utts in datasets.items()
+                      if rec["sets"].get(n, {}).get("ids") != [u.id for u in utts]), None)
+        if other is not None:
+            if every:
+                raise SystemExit(f"bench_stop_margins: {flag} {path}: {label} has not the utterances of {other}")
+            continue
+        recs[label] = {"model": spec, "sets": {n: rec["sets"][n] for n in datasets}}
     return recs, (computed if recs else None)
 
 
@@ -330,10 +319,10 @@ def main(argv=None) -> int:
     if args.from_json and args.reuse:
         raise SystemExit("bench_stop_margins: --from-json (every system) and --reuse (some) exclude each other")
     if args.from_json:
-        recs, margins_from = reuse_margins(args.from_json, systems, datasets)
+        recs, margins_from = earlier_margins(args.from_json, systems, datasets, every=True)
     else:
         if args.reuse:
-            reused, reused_from = reusable_margins(args.reuse, systems, datasets)
+            reused, reused_from = earlier_margins(args.reuse, systems, datasets, every=False)
         todo = {label: spec for label, spec in systems.items() if label not in reused}
         fresh = all_margins(todo, datasets, note, anchor=systems[reference] if reference in reused else None) \
             if todo else {}
