@@ -45,6 +45,9 @@ SECTIONS = {
     "stop_margins_base_builds": ("bench_stop_margins", "stop_margins_base_q3_k_builds.json"),
     "layer_error_tiny": ("bench_layer_error", "layer_error_tiny_q4_0.json"),
     "layer_error_base": ("bench_layer_error", "layer_error_base_q3_k.json"),
+    "layer_error_tiny_augment": ("bench_layer_error", "layer_error_tiny_q4_0_augment.json"),
+    "layer_error_base_augment": ("bench_layer_error", "layer_error_base_q3_k_augment.json"),
+    "stop_margins_tiny_augment": ("bench_stop_margins", "stop_margins_tiny_q4_0_augment.json"),
 }
 
 

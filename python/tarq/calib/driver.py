@@ -76,16 +76,44 @@ def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: Ca
                  len(missing), len(texts))
         for i, t in zip(missing, pseudo_label(loaded, [audios[i] for i in missing])):
             texts[i] = t
-    samples = [adapter.prepare_sample(loaded, u.id, a, t, zipf_threshold=cfg.zipf_threshold, tag_by=cfg.tag_by)
-               for u, a, t in zip(utterances, audios, texts)]
+    ids = [u.id for u in utterances]
+    augmented = add_augmented_copies(ids, audios, texts, cfg)
+    samples = [adapter.prepare_sample(loaded, i, a, t, zipf_threshold=cfg.zipf_threshold, tag_by=cfg.tag_by)
+               for i, a, t in zip(ids, audios, texts)]
     n_pos = sum(s.tail.numel() for s in samples)
     n_tail = sum(int(s.tail.sum()) for s in samples)
     info = {"n_utterances": len(samples), "n_pseudo_labelled": len(missing), "n_long_split": n_long,
             "ids": [s.id for s in samples],
             "decoder_positions": n_pos, "tail_positions": n_tail,
             "tail_share": n_tail / n_pos if n_pos else 0.0,
-            "audio_seconds": sum(a.shape[0] for a in audios) / 16000.0}
+            "audio_seconds": sum(a.shape[0] for a in audios) / 16000.0,
+            **({"augmented": augmented} if augmented else {})}
     return samples, info
+
+
+def add_augmented_copies(ids: list[str], audios: list, texts: list, cfg: CalibConfig) -> list[dict[str, Any]]:
+    """Append ``cfg.augment_copies`` augmented copies of every utterance to ``ids``/``audios``/``texts`` (in place;
+    id ``ID#augC``, the original's transcript) and return what each copy drew, for the report."""
+    from .augment import augmented_copies, parse_augment
+
+    kinds = parse_augment(cfg.augment)
+    if not kinds:
+        return []
+    records, n_originals, too_long = [], len(ids), []
+    for copy, i, audio, drawn in augmented_copies(list(audios), kinds, cfg.augment_copies, cfg.seed):
+        if audio.shape[0] > WINDOW_SAMPLES:   # slowed down or reverberated past the window: its transcript would
+            too_long.append(f"{ids[i]}#aug{copy}")   # run beyond the audio the encoder sees
+            continue
+        ids.append(f"{ids[i]}#aug{copy}")
+        audios.append(audio)
+        texts.append(texts[i])
+        records.append({"id": ids[-1], **drawn})
+    if too_long:
+        log.warning("%d augmented calibration copies over 30 s left out: %s", len(too_long), ", ".join(too_long))
+        records.append({"left_out_over_30s": too_long})
+    log.info("calibration: %d augmented copies (%s) beside %d utterances", len(ids) - n_originals, cfg.augment,
+             n_originals)
+    return records
 
 
 def resolve_device(spec: str) -> torch.device:

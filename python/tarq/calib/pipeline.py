@@ -87,6 +87,11 @@ class CalibConfig:
     # utterance-to-utterance variation supports (stats.shrinkage_intensity, Schäfer–Strimmer target D) before the
     # solve; "none": the sample H as accumulated. docs/methods.md §2 "Shrinkage".
     shrinkage: str = "none"
+    # Acoustic augmentation (calib/augment.py, docs/methods.md §2 "Augmented copies"): "none", "all" or a comma list
+    # of speed, reverb, band, noise; each chosen utterance then calibrates together with augment_copies seeded
+    # copies of itself (same transcript, same tags).
+    augment: str = "none"
+    augment_copies: int = 1
 
     def analysis_options(self) -> AnalysisOptions:
         return AnalysisOptions(sensitivity=self.sensitivity, sensitivity_labels=self.sensitivity_labels,
@@ -105,6 +110,11 @@ class CalibConfig:
             raise ValueError(f"encoder_frames must be one of {ENCODER_FRAMES}, got {self.encoder_frames!r}")
         if self.n_calib <= 0:
             raise ValueError(f"n_calib must be positive, got {self.n_calib}")
+        from .augment import parse_augment
+
+        self.augment = ",".join(parse_augment(self.augment)) or "none"   # one spelling per setting in reports
+        if self.augment_copies < 1:
+            raise ValueError(f"augment_copies must be at least 1, got {self.augment_copies}")
         if self.pad_pick not in PAD_PICKS:
             raise ValueError(f"pad_pick must be one of {PAD_PICKS}, got {self.pad_pick!r}")
         if self.pad_stride < 1 or self.pad_margin < 0:

@@ -76,6 +76,11 @@ def register(subparsers) -> None:
     p.add_argument("--shrinkage", choices=SHRINKAGE, default="none",
                    help="shrink each group's H toward its diagonal by the intensity its utterance-to-utterance "
                         "variation supports (diagonal; per-layer intensity in report.json) or not (none)")
+    p.add_argument("--augment", default="none", metavar="KINDS",
+                   help="calibrate on every chosen utterance plus --augment-copies seeded copies with another "
+                        "speaking rate, room, band or noise: none (default), all, or a comma list of speed, reverb, "
+                        "band, noise (docs/methods.md §2)")
+    p.add_argument("--augment-copies", type=int, default=1, help="augmented copies per utterance (default 1)")
     p.add_argument("--embedding", choices=("method", "rtn"), default="method",
                    help="tied token embedding / output projection: the chosen method on final-hidden-state "
                         "statistics (default) or whisper.cpp's RTN")
@@ -129,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--threads must be at least 1")
     if args.pad_stride is not None and args.pad_stride < 1:
         raise ValueError("--pad-stride must be at least 1")
+    from ..calib.augment import parse_augment
+
+    parse_augment(args.augment)   # a wrong --augment fails before minutes of model loading
+    if args.augment_copies < 1:
+        raise ValueError("--augment-copies must be at least 1")
     overrides = _overrides(args)
     plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit)   # validate early
     if args.method is None:
@@ -177,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
                       embedding_order=args.embedding_order, calib_select=args.calib_select,
                       sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
                       sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
-                      frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, progress=not args.no_progress)
+                      frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, augment=args.augment,
+                      augment_copies=args.augment_copies, progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
                                 calib_name=",".join(str(c) for c in args.calib) if args.calib else None,
                                 calib_origin=origin)
