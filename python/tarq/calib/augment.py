@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..data.audio import SAMPLE_RATE
 KINDS = ("speed", "reverb", "band", "noise")   # applied in this order
 SPEED_FACTORS = (0.85, 0.9, 0.95, 1.05, 1.1, 1.15)
 REVERB_PROBABILITY, RT60_RANGE_S = 0.5, (0.15, 0.6)
