@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..data.audio import SAMPLE_RATE
 from ..ggml import TypePlan
 from ..methods.base import QuantMethod
 from ..models.adapter import CalibSample, ModelAdapter, get_adapter
@@ -31,7 +32,7 @@ def pseudo_label(loaded, audios: Sequence) -> list[str]:
     return backend.transcribe(list(audios))
 
 
-WINDOW_SAMPLES = 30 * 16000   # Whisper's encoder window
+WINDOW_SAMPLES = 30 * SAMPLE_RATE   # Whisper's encoder window
 
 
 def split_long_utterances(utterances: Sequence, audios: Sequence, texts: Sequence):
@@ -53,7 +54,7 @@ def split_long_utterances(utterances: Sequence, audios: Sequence, texts: Sequenc
         pieces = split_long(a)
         n_pieces += len(pieces)
         for k, piece in enumerate(pieces):
-            out_u.append(replace(u, id=f"{u.id}#{k + 1}", text=None, duration=piece.shape[0] / 16000))
+            out_u.append(replace(u, id=f"{u.id}#{k + 1}", text=None, duration=piece.shape[0] / SAMPLE_RATE))
             out_a.append(piece)
             out_t.append(None)
     if n_long:
@@ -86,7 +87,7 @@ def prepare_samples(loaded, adapter: ModelAdapter, utterances: Sequence, cfg: Ca
             "ids": [s.id for s in samples],
             "decoder_positions": n_pos, "tail_positions": n_tail,
             "tail_share": n_tail / n_pos if n_pos else 0.0,
-            "audio_seconds": sum(a.shape[0] for a in audios) / 16000.0,
+            "audio_seconds": sum(a.shape[0] for a in audios) / SAMPLE_RATE,
             **({"augmented": augmented} if augmented else {})}
     return samples, info
 

@@ -134,11 +134,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--threads must be at least 1")
     if args.pad_stride is not None and args.pad_stride < 1:
         raise ValueError("--pad-stride must be at least 1")
-    from ..calib.augment import parse_augment
-
-    parse_augment(args.augment)   # a wrong --augment fails before minutes of model loading
-    if args.augment_copies < 1:
-        raise ValueError("--augment-copies must be at least 1")
     overrides = _overrides(args)
     plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit)   # validate early
     if args.method is None:
@@ -156,6 +151,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in wrong)} does not apply to "
                          f"--method {args.method}")
     method = get_method(args.method, **given)
+    # every calibration option is checked here (CalibConfig.__post_init__), before minutes of model loading
+    frames = {k: v for k, v in (("encoder_frames", args.encoder_frames), ("pad_stride", args.pad_stride))
+              if v is not None}
+    cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
+                      tag_by=args.tag_by, **frames, threads=args.threads, keep_stage_inputs=not args.low_memory,
+                      device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
+                      embedding_order=args.embedding_order, calib_select=args.calib_select,
+                      sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
+                      sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
+                      frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, augment=args.augment,
+                      augment_copies=args.augment_copies, progress=not args.no_progress)
     utterances, origin = [], None
     if method.needs_stats:
         if not args.calib:
@@ -179,16 +185,6 @@ def run(args: argparse.Namespace) -> int:
         pattern = loaded.spec.audio_tower_pattern
         plan = TypePlan(args.format, {pattern: args.audio_tower_type, **overrides}, group_size=args.group_size,
                         fit=args.lattice_fit)
-    frames = {k: v for k, v in (("encoder_frames", args.encoder_frames), ("pad_stride", args.pad_stride))
-              if v is not None}
-    cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
-                      tag_by=args.tag_by, **frames, threads=args.threads, keep_stage_inputs=not args.low_memory,
-                      device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
-                      embedding_order=args.embedding_order, calib_select=args.calib_select,
-                      sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
-                      sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
-                      frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, augment=args.augment,
-                      augment_copies=args.augment_copies, progress=not args.no_progress)
     out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
                                 calib_name=",".join(str(c) for c in args.calib) if args.calib else None,
                                 calib_origin=origin)
