@@ -48,6 +48,7 @@ SECTIONS = {
     "layer_error_tiny_augment": ("bench_layer_error", "layer_error_tiny_q4_0_augment.json"),
     "layer_error_base_augment": ("bench_layer_error", "layer_error_base_q3_k_augment.json"),
     "stop_margins_tiny_augment": ("bench_stop_margins", "stop_margins_tiny_q4_0_augment.json"),
+    "stop_margins_tiny_bias": ("bench_stop_margins", "stop_margins_tiny_q4_0_bias_correction.json"),
 }
 
 

@@ -29,6 +29,9 @@ def test_quantize_refuses_inapplicable_flag_before_any_work(tmp_path, capsys):
     assert rc == 1 and "--fade-alpha-fit does not apply to --method qep" in capsys.readouterr().err
     rc = main(["quantize", "tiny.en", "--method", "rtn", "--damp", "0.1", "--out", str(tmp_path / "q")])
     assert rc == 1 and "--damp does not apply to --method rtn" in capsys.readouterr().err
+    rc = main(["quantize", "tiny.en", "--method", "rtn", "--bias-correction", "mean", "--out", str(tmp_path / "q")])
+    assert rc == 1 and "--bias-correction needs calibration statistics; --method rtn is data-free" in \
+        capsys.readouterr().err
     assert not (tmp_path / "q").exists()
 
 

@@ -209,6 +209,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
     tied = adapter.tied_parameters(model)
     floats = {k: v.detach().float().cpu() for k, v in model.state_dict().items()
               if k not in quantized and k not in tied}
+    floats.update(result.floats)   # biases the solve corrected (CalibConfig.bias_correction)
     config = json.loads(model.config.to_json_string())
     timing = {"prepare": t_prep, **result.timing}
     timing["total"] = time.perf_counter() - t_start

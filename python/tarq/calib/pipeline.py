@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ENCODER_FRAMES = ("sampled", "all", "speech")
 EMBEDDING_MODES = ("method", "rtn")
+BIAS_CORRECTION = ("none", "mean", "mean-tokens")
 
 
 @dataclass
@@ -92,6 +93,11 @@ class CalibConfig:
     # copies of itself (same transcript, same tags).
     augment: str = "none"
     augment_copies: int = 1
+    # "mean": after a group is solved, each of its Linears with a bias gets the bias that minimizes the method's
+    # own output error over the calibration rows (corrected_bias; docs/methods.md §2 "Bias correction"), stored as
+    # the float bias the runtimes read; "mean-tokens": only the groups whose rows are token positions (Whisper's
+    # decoder; not the encoder, whose means are mostly the padding frames'); "none": the FP bias.
+    bias_correction: str = "none"
 
     def analysis_options(self) -> AnalysisOptions:
         return AnalysisOptions(sensitivity=self.sensitivity, sensitivity_labels=self.sensitivity_labels,
@@ -104,6 +110,8 @@ class CalibConfig:
             raise ValueError(f"embedding_order must be 'last' or 'first', got {self.embedding_order!r}")
         if self.embedding not in EMBEDDING_MODES:
             raise ValueError(f"embedding must be one of {EMBEDDING_MODES}, got {self.embedding!r}")
+        if self.bias_correction not in BIAS_CORRECTION:
+            raise ValueError(f"bias_correction must be one of {BIAS_CORRECTION}, got {self.bias_correction!r}")
         if self.shrinkage not in SHRINKAGE:
             raise ValueError(f"shrinkage must be one of {SHRINKAGE}, got {self.shrinkage!r}")
         if self.encoder_frames not in ENCODER_FRAMES:
@@ -159,6 +167,7 @@ class CalibrationResult:
     n_positions: dict[str, int]
     spans: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)
+    floats: dict[str, torch.Tensor] = field(default_factory=dict)   # float parameters the solve changed (biases)
 
 
 def select_subset(items: Sequence, n: int, seed: int) -> list:
@@ -272,6 +281,9 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
             prepare(model, [w for b in blocks for s in b.stages for g in s.groups for w in g.weights])
             timer.add("solve", t0)
 
+    if cfg.bias_correction != "none" and not method.needs_stats:
+        raise ValueError(f"bias correction needs calibration statistics; method {method.name!r} is data-free")
+    floats: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
         if not method.needs_stats:   # data-free (rtn): no forward at all
             for block in blocks:
@@ -309,7 +321,8 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
         for block in bar:
             if embed_first is not None and block is first_token_block:
                 _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_first, samples, states_q,
-                                          method, lattices, embed_names, cfg, timer, quantized, layers, n_positions)
+                                          method, lattices, embed_names, cfg, timer, quantized, layers, n_positions,
+                                          floats)
             t0 = time.perf_counter()
             for i, s in enumerate(samples):
                 states_q[i] = adapter.enter_block(model_q, block, states_q[i], s)
@@ -327,7 +340,8 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 for g in stage.groups:
                     stats = stats_cache[g.key]
                     n_positions[g.key] = stats.n_common + stats.n_tail
-                    _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers)
+                    _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers,
+                                 floats)
                     key_uses[g.key] -= 1
                     if key_uses[g.key] == 0:
                         del stats_cache[g.key]
@@ -340,7 +354,9 @@ def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list
                 timer.add("forward", t0)
             log.debug("%s quantized (%.1f s elapsed; %s)", block.name, time.perf_counter() - t_run,
                       ", ".join(f"{k} {v:.1f}s" for k, v in timer.seconds.items()))
-    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions, timer.spans, analysis)
+    if cfg.bias_correction != "none" and not floats:
+        log.warning("bias correction: no quantized weight of this model has a bias it could correct; none changed")
+    return CalibrationResult(quantized, layers, dict(timer.seconds), n_positions, timer.spans, analysis, floats)
 
 
 def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibConfig) -> QuantMethod:
@@ -358,9 +374,56 @@ def _method_for(group, method: QuantMethod, embed_names: set[str], cfg: CalibCon
     return method
 
 
-def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers) -> None:
+def corrected_bias(b: torch.Tensor, W: torch.Tensor, W_hat: torch.Tensor, mean_q: torch.Tensor,
+                   mean_fp: torch.Tensor | None) -> torch.Tensor:
+    """The bias b̂ minimizing E‖(W x^fp + b) − (Ŵ x + b̂)‖² over the calibration rows: b̂ = b + W E[x^fp] − Ŵ E[x]
+    (the mean of the error is the only part of it a constant can cancel; what is left is its covariance part).
+
+    x: the layer's input in the partly quantized stream; x^fp: in the FP stream when the method tracks it (QEP,
+    TARQ's residual: their objective's target is the FP layer's output), else x^fp = x (GPTQ's target, the FP
+    weights on the same input): b̂ = b + (W − Ŵ) E[x]. This is the empirical bias correction of Nagel et al. 2019
+    (Data-Free Quantization, §4.2) applied to the solver's own objective."""
+    target = mean_q if mean_fp is None else mean_fp
+    shift = W.double() @ target.to(W.device) - W_hat.double() @ mean_q.to(W.device)
+    return (b.double() + shift).to(b.dtype)
+
+
+def _bias_of(model: torch.nn.Module, weight_name: str) -> tuple[str, torch.Tensor] | None:
+    """(name, parameter) of the bias beside a Linear's ``*.weight``, or None (k_proj and the embedding have none)."""
+    if not weight_name.endswith(".weight"):
+        return None
+    name = weight_name[: -len("weight")] + "bias"
+    try:
+        return name, model.get_parameter(name)
+    except AttributeError:
+        return None
+
+
+def _correct_bias(n: str, W: torch.Tensor, r: LinearResult, stats: GroupStats, model_q, write: bool,
+                  floats: dict[str, torch.Tensor], report: dict[str, Any]) -> None:
+    """Bias correction of one solved Linear (CalibConfig.bias_correction "mean"): the corrected bias goes into
+    ``floats`` (what is exported) and, for a true-sequential method, into the quantized stream; the report gets
+    the squared mean error it removes per position, relative to the output energy tr(W H Wᵀ)/N — the units of
+    rel_err, so for GPTQ (no FP stream) rel_err − bias_rel_err_removed is the error left."""
+    found = _bias_of(model_q, n)
+    if found is None or stats.mean_q is None:
+        return
+    name, b = found
+    new = corrected_bias(b.detach(), W, r.dequant.to(W.device), stats.mean_q, stats.mean_fp)
+    shift = new.double() - b.detach().double()
+    energy = h_inner(W, W, stats.H) / max(stats.weight_sum, 1e-30)
+    report["bias_shift_norm"] = float(shift.norm())
+    report["bias_rel_err_removed"] = float(shift.pow(2).sum()) / energy if energy > 0 else 0.0
+    floats[name] = new.detach().float().cpu().clone()
+    if write:
+        b.copy_(new)
+
+
+def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers,
+                 floats: dict[str, torch.Tensor] | None = None) -> None:
     """Quantize one group under ``stats`` onto its lattice; a true-sequential method's dequantized weights go into
-    the quantized stream (later layers see them)."""
+    the quantized stream (later layers see them). With bias correction, the Linears' corrected biases go into
+    ``floats`` (and the quantized stream)."""
     weights = {n: model_q.get_parameter(n).detach().float().clone() for n in g.weights}
     lat = lattices[g.weights[0]]
     group_method = _method_for(g, method, embed_names, cfg)
@@ -377,6 +440,9 @@ def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, q
         layers[n] = _layer_report(g.key, weights[n], r, stats, group_method, lat)   # errors under the sample H
         if rho is not None:
             layers[n]["shrinkage"] = rho
+        if floats is not None and (cfg.bias_correction == "mean" or
+                                   (cfg.bias_correction == "mean-tokens" and g.domain != FRAMES)):
+            _correct_bias(n, weights[n], r, stats, model_q, group_method.true_sequential, floats, layers[n])
         timer.add("report", t0)
 
 
@@ -387,7 +453,7 @@ def _embedding_block(blocks, embed_names):
 
 
 def _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_block, samples, states_q, method, lattices,
-                              embed_names, cfg, timer, quantized, layers, n_positions) -> None:
+                              embed_names, cfg, timer, quantized, layers, n_positions, floats=None) -> None:
     """``embedding_order="first"``: quantize the tied token embedding before the decoder, so the decoder's statistics
     see the quantized embedding in its input lookup, as inference does. Its statistics (the final decoder hidden
     states) come from the FP decoder run on the quantized stream's current state (the quantized encoder output):
@@ -422,7 +488,7 @@ def _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_block, s
                 zero = torch.zeros_like(stats.H_common)
                 stats.folds = [FoldStats(stats.H, zero, zero), FoldStats(stats.H, zero, zero)]
             n_positions[g.key] = stats.n_common + stats.n_tail
-            _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers)
+            _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers, floats)
 
 
 def _accumulate(adapter, model_q, model_fp, block, si, groups, samples, states_q, states_fp, stats_cache, cfg,

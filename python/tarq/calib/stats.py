@@ -18,6 +18,10 @@ rounding ~√K·2⁻²⁴, far below the float64 accumulation's role (summing hu
 H_tail is allocated only when a tail row arrives. Without the native extension (or on a GPU) H uses the same
 float32 GEMM as H_Δ.
 
+First moments: beside H the accumulator sums Σ w_t x_t (and Σ w_t x_t^fp when the FP stream is tracked) in
+float64, so the solver can set a layer's bias to the one that minimizes its own objective (bias correction,
+pipeline.corrected_bias): O(n) per row, nothing next to the O(n²) of H.
+
 Shrinkage (``track_units``): each ``add`` is one sampling unit (one utterance; its positions are not independent
 of each other). Beside H the accumulator keeps Σ_u off(S_u), S_u = the unit's own Σ w x xᵀ and off(A) = Σ_{i≠j}
 A_ij², from which ``shrinkage_intensity`` estimates how far H's off-diagonal part is from its expectation
@@ -49,6 +53,19 @@ class GroupStats:
     folds: list[FoldStats] | None = None   # per-fold statistics when the method cross-fits (two folds by utterance)
     n_units: int = 0                       # sampling units (utterances) seen with track_units, else 0
     unit_offdiag_sq: float = 0.0           # Σ_u off(S_u) over those units (module docstring)
+    sum_q: torch.Tensor | None = None      # float64 [n]: Σ w_t x_t over every row (common and tail)
+    sum_fp: torch.Tensor | None = None     # float64 [n]: Σ w_t x_t^fp (FP stream tracked), else None
+    weight_sum: float = 0.0                # Σ w_t, unrounded (n_common + n_tail up to rounding)
+
+    @property
+    def mean_q(self) -> torch.Tensor | None:
+        """E[x] over the rows, each weighted by the positions it stands for (float64 [n]); None when unknown."""
+        return self.sum_q / self.weight_sum if self.sum_q is not None and self.weight_sum > 0 else None
+
+    @property
+    def mean_fp(self) -> torch.Tensor | None:
+        """E[x^fp] over the same rows and weights; None when the FP stream was not tracked."""
+        return self.sum_fp / self.weight_sum if self.sum_fp is not None and self.weight_sum > 0 else None
 
     @property
     def H(self) -> torch.Tensor:
@@ -114,6 +131,11 @@ def shrink_offdiagonal(stats: "GroupStats", rho: float) -> "GroupStats":
     return replace(stats, H_common=shrink(stats.H_common), H_tail=shrink(stats.H_tail))
 
 
+def _weighted_sum(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Σ_t w_t x_t of rows x [T, n] in float64 (w None: all 1)."""
+    return x.sum(dim=0, dtype=torch.float64) if w is None else (w[:, None] * x).sum(dim=0, dtype=torch.float64)
+
+
 class StatsAccumulator:
     def __init__(self, n: int, track_delta: bool, device: torch.device | str = "cpu", flush_rows: int = FLUSH_ROWS,
                  track_units: bool = False):
@@ -127,6 +149,8 @@ class StatsAccumulator:
         self.H_delta = torch.zeros(n, n, dtype=torch.float64, device=device) if track_delta else None
         self.n_common = 0.0
         self.n_tail = 0.0
+        self.sum_q = torch.zeros(n, dtype=torch.float64, device=device)
+        self.sum_fp = torch.zeros(n, dtype=torch.float64, device=device) if track_delta else None
         self._syrk = _native_syrk() if self.device.type == "cpu" else None
         self.flush_rows = max(1, int(flush_rows))
         # rows waiting for the next update: H_common's and H_tail's (scaled by √w), H_Δ's (w·δ, x_q) pairs
@@ -169,6 +193,9 @@ class StatsAccumulator:
             self.n_units += 1
             self.unit_offdiag_sq += offdiag_sq_of_rows(xs)
         counts = torch.ones(x_q.shape[0]) if w is None else w.double().cpu()
+        self.sum_q += _weighted_sum(x_q, w)
+        if self.sum_fp is not None:
+            self.sum_fp += _weighted_sum(x_fp.reshape(-1, self.n).float(), w)
         if tail is None or not bool(tail.any()):
             self._pending["common"].append(xs)
             self.n_common += float(counts.sum())
@@ -221,7 +248,8 @@ class StatsAccumulator:
             for H in (self.H_common, H_tail):
                 H.copy_(torch.tril(H) + torch.tril(H, -1).T)
         return GroupStats(self.H_common, H_tail, self.H_delta, int(round(self.n_common)), int(round(self.n_tail)),
-                          n_units=self.n_units, unit_offdiag_sq=self.unit_offdiag_sq)
+                          n_units=self.n_units, unit_offdiag_sq=self.unit_offdiag_sq, sum_q=self.sum_q,
+                          sum_fp=self.sum_fp, weight_sum=self.n_common + self.n_tail)
 
 
 class FoldedStatsAccumulator:
@@ -254,6 +282,7 @@ class FoldedStatsAccumulator:
             H_common=sum(p.H_common for p in parts), H_tail=sum(p.H_tail for p in parts),
             H_delta=sum(p.H_delta for p in parts), n_common=sum(p.n_common for p in parts),
             n_tail=sum(p.n_tail for p in parts), n_units=sum(p.n_units for p in parts),
-            unit_offdiag_sq=sum(p.unit_offdiag_sq for p in parts))
+            unit_offdiag_sq=sum(p.unit_offdiag_sq for p in parts), sum_q=sum(p.sum_q for p in parts),
+            sum_fp=sum(p.sum_fp for p in parts), weight_sum=sum(p.weight_sum for p in parts))
         total.folds = [FoldStats(H=p.H, C=p.H_delta, D=D) for p, D in zip(parts, self.D)]
         return total

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
+from ..calib.pipeline import BIAS_CORRECTION
 from ..calib.selection import STRATEGIES
 from ..calib.stats import SHRINKAGE
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
@@ -76,6 +77,10 @@ def register(subparsers) -> None:
     p.add_argument("--shrinkage", choices=SHRINKAGE, default="none",
                    help="shrink each group's H toward its diagonal by the intensity its utterance-to-utterance "
                         "variation supports (diagonal; per-layer intensity in report.json) or not (none)")
+    p.add_argument("--bias-correction", choices=BIAS_CORRECTION, default="none",
+                   help="mean: give every solved Linear the bias that cancels the mean of its output error over the "
+                        "calibration rows (stored as the float bias the runtimes read); mean-tokens: only Linears "
+                        "that read token positions (Whisper's decoder); none (default): the FP bias")
     p.add_argument("--augment", default="none", metavar="KINDS",
                    help="calibrate on every chosen utterance plus --augment-copies seeded copies with another "
                         "speaking rate, room, band or noise: none (default), all, or a comma list of speed, reverb, "
@@ -161,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
                       sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
                       sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
                       frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, augment=args.augment,
+                      bias_correction=args.bias_correction,
                       augment_copies=args.augment_copies, progress=not args.no_progress)
+    if cfg.bias_correction != "none" and not method.needs_stats:
+        raise ValueError(f"--bias-correction needs calibration statistics; --method {args.method} is data-free")
     utterances, origin = [], None
     if method.needs_stats:
         if not args.calib:
