@@ -141,7 +141,6 @@ def test_corrected_biases_are_what_the_directory_stores(loaded, tmp_path):
     assert rep["layers"]["model.decoder.layers.1.fc2.weight"]["bias_shift_norm"] > 0
 
 
-
 def test_token_scope_corrects_only_the_decoder(loaded, samples):
     cfg = CalibConfig(n_calib=2, progress=False, bias_correction="mean-tokens")
     res = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("gptq"), TypePlan("q4_0"), cfg)

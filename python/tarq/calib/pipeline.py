@@ -420,7 +420,7 @@ def _correct_bias(n: str, W: torch.Tensor, r: LinearResult, stats: GroupStats, m
 
 
 def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, quantized, layers,
-                 floats: dict[str, torch.Tensor] | None = None) -> None:
+                 floats: dict[str, torch.Tensor]) -> None:
     """Quantize one group under ``stats`` onto its lattice; a true-sequential method's dequantized weights go into
     the quantized stream (later layers see them). With bias correction, the Linears' corrected biases go into
     ``floats`` (and the quantized stream)."""
@@ -440,8 +440,7 @@ def _solve_group(g, stats, model_q, method, lattices, embed_names, cfg, timer, q
         layers[n] = _layer_report(g.key, weights[n], r, stats, group_method, lat)   # errors under the sample H
         if rho is not None:
             layers[n]["shrinkage"] = rho
-        if floats is not None and (cfg.bias_correction == "mean" or
-                                   (cfg.bias_correction == "mean-tokens" and g.domain != FRAMES)):
+        if cfg.bias_correction == "mean" or (cfg.bias_correction == "mean-tokens" and g.domain != FRAMES):
             _correct_bias(n, weights[n], r, stats, model_q, group_method.true_sequential, floats, layers[n])
         timer.add("report", t0)
 
@@ -453,7 +452,7 @@ def _embedding_block(blocks, embed_names):
 
 
 def _quantize_embedding_first(adapter, model_q, model_fp, blocks, embed_block, samples, states_q, method, lattices,
-                              embed_names, cfg, timer, quantized, layers, n_positions, floats=None) -> None:
+                              embed_names, cfg, timer, quantized, layers, n_positions, floats) -> None:
     """``embedding_order="first"``: quantize the tied token embedding before the decoder, so the decoder's statistics
     see the quantized embedding in its input lookup, as inference does. Its statistics (the final decoder hidden
     states) come from the FP decoder run on the quantized stream's current state (the quantized encoder output):
