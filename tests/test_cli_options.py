@@ -49,6 +49,22 @@ def test_default_method_follows_the_type(tmp_path, capsys):
     assert not (tmp_path / "q").exists()
 
 
+def test_the_default_method_brings_its_options_unless_they_are_given():
+    from tarq.cli.quantize import resolve_method
+
+    def resolved(*flags):
+        args = build_parser().parse_args(["quantize", "tiny.en", "--out", "x", *flags])
+        resolve_method(args)
+        return args.method, args.qep_alpha, args.bias_correction
+
+    assert resolved() == ("qep", 0.75, "mean-tokens")
+    assert resolved("--qep-alpha", "0.6") == ("qep", 0.6, "mean-tokens")
+    assert resolved("--bias-correction", "none") == ("qep", 0.75, "none")
+    assert resolved("--method", "qep") == ("qep", None, "none")          # plain QEP: the method's own α (0.5)
+    assert resolved("--format", "q3_k") == ("gptq", None, "none")        # the low-bit default has no options
+    assert resolved("--method", "gptq", "--bias-correction", "mean") == ("gptq", None, "mean")
+
+
 def test_cli_choices_come_from_the_registries(capsys):
     from tarq.eval.backends import _REGISTRY, register_backend
     from tarq.methods import available_methods

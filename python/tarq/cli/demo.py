@@ -1,6 +1,6 @@
 """``tarq demo``: the main job on the bundled default data, end to end.
 
-quantize tiny.en with the default method (Q4_0; cli/_choices.default_method) -> export the solver's codes to
+quantize tiny.en with the default method and options (Q4_0; cli/_choices) -> export the solver's codes to
 whisper.cpp's .bin -> transcribe in whisper.cpp -> WER / rare-WER next to whisper.cpp F16 and whisper.cpp's own Q4_0
 (RTN) on the same audio.
 Every step is the public CLI subcommand, so the demo exercises exactly what users run.
@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="tiny.en", help="model spec")
     p.add_argument("--method", default=None, choices=methods(),
-                   help=f"quantization method (default: tarq quantize's for --format; {DEFAULT_METHOD} for q4_0)")
+                   help=f"quantization method (default: tarq quantize's for --format, with its default options; "
+                        f"{DEFAULT_METHOD} for q4_0)")
     p.add_argument("--format", default="q4_0", help="export lattice")
     p.add_argument("--calib", type=Path, default=None, help="calibration data (default: bundled)")
     p.add_argument("--data", type=Path, default=None, help="evaluation data (default: bundled)")
@@ -63,6 +64,7 @@ def run(args) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     fmt = args.format
+    method_flag = ["--method", args.method] if args.method is not None else []   # else quantize's default recipe
     if args.method is None:
         from ._choices import default_method
 
@@ -77,7 +79,7 @@ def run(args) -> int:
     qdir = out / f"{args.model}-{args.method}-{fmt}"
     if args.force or not qdir.exists():
         _step(f"1. quantize {args.model} with {args.method} onto {fmt}", f"calibration data: {calib}")
-        call("quantize", args.model, "--method", args.method, "--format", fmt, "--calib", calib, "--out", qdir,
+        call("quantize", args.model, *method_flag, "--format", fmt, "--calib", calib, "--out", qdir,
              "--threads", args.threads)
 
     systems: list[tuple[str, Path]] = []

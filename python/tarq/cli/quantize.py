@@ -20,15 +20,17 @@ METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_al
 
 def register(subparsers) -> None:
     from ..ggml import PLAN_FITS, QUANT_TYPES
-    from ._choices import DEFAULT_METHOD, LOW_BIT_BELOW, LOW_BIT_DEFAULT_METHOD, methods
+    from ._choices import DEFAULT_METHOD, DEFAULT_OPTIONS, LOW_BIT_BELOW, LOW_BIT_DEFAULT_METHOD, methods
 
     p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
     p.add_argument("model", help="tiny.en | base | CTranslate2 dir | Hugging Face dir of Whisper, Qwen3-ASR or Moonshine "
                                  "| cached hub id")
     p.add_argument("--method", default=None, choices=methods(),
-                   help=f"quantization method (default {DEFAULT_METHOD}; {LOW_BIT_DEFAULT_METHOD} when --format has "
-                        f"under {LOW_BIT_BELOW:g} bits per weight, e.g. q3_k, q2_k)")
+                   help=f"quantization method (default {DEFAULT_METHOD} with "
+                        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_OPTIONS.items())
+                        + f"; {LOW_BIT_DEFAULT_METHOD} when --format has under {LOW_BIT_BELOW:g} bits per weight, "
+                        "e.g. q3_k, q2_k)")
     p.add_argument("--format", default="q4_0", choices=list(QUANT_TYPES), metavar="TYPE",
                    help="ggml type every quantized weight gets (default q4_0; " + ", ".join(QUANT_TYPES) +
                         "; see --tensor-type)")
@@ -62,7 +64,8 @@ def register(subparsers) -> None:
                    help="rarebal/tarq: c in λ = c·tr(H_common)/tr(H_tail) (default 1.0)")
     p.add_argument("--damp", type=float, default=None,
                    help="GPTQ-family methods: relative damping (× mean diag H, default 0.01)")
-    p.add_argument("--qep-alpha", type=float, default=None, help="qep: correction strength α (default 0.5)")
+    p.add_argument("--qep-alpha", type=float, default=None,
+                   help="qep: correction strength α (default 0.5; 0.75 when --method is not given)")
     # defaults live in one place, tarq.calib.pipeline.CalibConfig (docs/methods.md §2)
     p.add_argument("--encoder-frames", choices=("sampled", "all", "speech"), default=None,
                    help="encoder positions in the statistics: frames covering audio + every --pad-stride-th padding "
@@ -77,10 +80,11 @@ def register(subparsers) -> None:
     p.add_argument("--shrinkage", choices=SHRINKAGE, default="none",
                    help="shrink each group's H toward its diagonal by the intensity its utterance-to-utterance "
                         "variation supports (diagonal; per-layer intensity in report.json) or not (none)")
-    p.add_argument("--bias-correction", choices=BIAS_CORRECTION, default="none",
+    p.add_argument("--bias-correction", choices=BIAS_CORRECTION, default=None,
                    help="mean: give every solved Linear the bias that cancels the mean of its output error over the "
                         "calibration rows (stored as the float bias the runtimes read); mean-tokens: only Linears "
-                        "that read token positions (Whisper's decoder); none (default): the FP bias")
+                        "that read token positions (Whisper's decoder; the default without --method for 4-bit and "
+                        "wider types); none (the default otherwise): the FP bias")
     p.add_argument("--augment", default="none", metavar="KINDS",
                    help="calibrate on every chosen utterance plus --augment-copies seeded copies with another "
                         "speaking rate, room, band or noise: none (default), all, or a comma list of speed, reverb, "
@@ -128,6 +132,24 @@ def _overrides(args) -> dict[str, str]:
     return out
 
 
+def resolve_method(args: argparse.Namespace) -> dict:
+    """Without --method: the default method for --format and, for 4-bit and wider types, its default options
+    (cli/_choices.DEFAULT_OPTIONS) where their flags were not given. Returns the options it set."""
+    applied: dict = {}
+    if args.method is None:
+        from ._choices import default_method, default_options
+
+        args.method = default_method(args.format)
+        applied = {dest: value for dest, value in default_options(args.method).items() if getattr(args, dest) is None}
+        for dest, value in applied.items():
+            setattr(args, dest, value)
+        log.info("method: %s%s (the default for %s)", args.method,
+                 "".join(f" --{dest.replace('_', '-')} {value}" for dest, value in applied.items()), args.format)
+    if args.bias_correction is None:
+        args.bias_correction = "none"
+    return applied
+
+
 def run(args: argparse.Namespace) -> int:
     from ..calib.driver import quantize_loaded_model, resolve_device
     from ..calib.pipeline import CalibConfig
@@ -141,11 +163,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--pad-stride must be at least 1")
     overrides = _overrides(args)
     plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit)   # validate early
-    if args.method is None:
-        from ._choices import default_method
-
-        args.method = default_method(args.format)
-        log.info("method: %s (the default for %s)", args.method, args.format)
+    resolve_method(args)
     if args.audio_tower_type and not get_type(args.audio_tower_type).quantized:
         raise ValueError(f"--audio-tower-type {args.audio_tower_type}: not a quantized type")
     given = {field: getattr(args, flag) for flag, field in METHOD_FLAGS.items() if getattr(args, flag) is not None}
