@@ -277,19 +277,24 @@ def plot(res: dict, path: Path) -> None:
     plt = pyplot()
     ref, sets = res["reference"], list(res["sets"])
     labels = [s["label"] for s in res["systems"] if s["label"] != ref]
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) * (len(sets) + 1) + 1.5))
-    y, ticks, names = 0, [], []
+    rows = []           # (set, colour index, label, damage block): only the pairs that have a damage
     for s in sets + [POOLED]:
         for j, label in enumerate(labels):
             x = res[POOLED].get(label) if s == POOLED else res["sets"][s].get(label, {}).get("damage")
             if x:
-                lo, hi = x["net_rate_ci"]
-                ax.errorbar(x["net_rate"], y, xerr=[[x["net_rate"] - lo], [hi - x["net_rate"]]], fmt="o",
-                            color=f"C{j}", capsize=3)
-            ticks.append(y)
-            names.append(f"{s} · {label}")
-            y += 1
-        y += 0.6
+                rows.append((s, j, label, x))
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 0.3 * (len(sets) + 1) + 1.5))
+    y, ticks, names, previous = 0.0, [], [], None
+    for s, j, label, x in rows:
+        if previous is not None and s != previous:
+            y += 0.6
+        previous = s
+        lo, hi = x["net_rate_ci"]
+        ax.errorbar(x["net_rate"], y, xerr=[[x["net_rate"] - lo], [hi - x["net_rate"]]], fmt="o", color=f"C{j}",
+                    capsize=3)
+        ticks.append(y)
+        names.append(f"{s} · {label}")
+        y += 1
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(ticks, names, fontsize=7)
     ax.invert_yaxis()

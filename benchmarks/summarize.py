@@ -49,6 +49,8 @@ SECTIONS = {
     "layer_error_base_augment": ("bench_layer_error", "layer_error_base_q3_k_augment.json"),
     "stop_margins_tiny_augment": ("bench_stop_margins", "stop_margins_tiny_q4_0_augment.json"),
     "stop_margins_tiny_bias": ("bench_stop_margins", "stop_margins_tiny_q4_0_bias_correction.json"),
+    "default_candidate_tiny": ("bench_paired_systems", "default_candidate_tiny_q4_0.json"),
+    "default_candidate_tiny_default_policy": ("bench_paired_systems", "default_candidate_tiny_q4_0_default_policy.json"),
 }
 
 
