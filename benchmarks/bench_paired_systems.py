@@ -100,14 +100,16 @@ def load_system(label: str, sources: list[str]):
                       datasets=list(datasets.values()))
 
 
-def _restricted(result, names: list[str], ids: dict[str, list[str]] | None = None):
-    """A copy of ``result`` with only the sets ``names`` (and, per set, only ``ids``), in that order."""
+def _restricted(result, names: list[str], ids: dict[str, list[str]]):
+    """A copy of ``result`` with only the sets ``names`` and, per set, only the utterances ``ids[name]``, in that
+    order (so two systems restricted alike pair row by row)."""
     from tarq.eval.results import DatasetResult, EvalResult
 
     sets = []
     for name in names:
         d = result.dataset(name)
-        keep = range(len(d.ids)) if ids is None else [d.ids.index(u) for u in ids[name]]
+        pos = {u: i for i, u in enumerate(d.ids)}
+        keep = [pos[u] for u in ids[name]]
         sets.append(DatasetResult(name=d.name, path=d.path, ids=[d.ids[i] for i in keep],
                                   refs=[d.refs[i] for i in keep], hyps=[d.hyps[i] for i in keep],
                                   durations=[None] * len(keep), seconds=[None] * len(keep), k=d.k,
@@ -136,17 +138,16 @@ def _damage_block(d) -> dict:
     from tarq.eval.damage import sign_test_p
 
     dmg, fails = d.damage(), d.failures()
+    # the kinds issue 15's criterion counts, each kind paired on its own (a loop where the reference truncates is
+    # one new loop and one fixed truncation)
+    new_lt = fails["new_loops"] + fails["new_truncations"]
+    fixed_lt = fails["fixed_loops"] + fails["fixed_truncations"]
     return {"net_rate": _pct(dmg["net_rate"]), "net_rate_ci": [_pct(x) for x in dmg["net_rate_ci"]],
             "net_rare_rate": _pct(dmg["net_rare_rate"]), "net_rare_rate_ci": [_pct(x) for x in dmg["net_rare_rate_ci"]],
             "lost": dmg["lost"], "gained": dmg["gained"], "extra_insertions": dmg["extra_insertions"],
             "new_failures": fails["new_failures"], "fixed_failures": fails["fixed_failures"],
-            "sign_test_p": fails["sign_test_p"],
-            # the kinds issue 15's criterion counts, each kind paired on its own (a loop where the reference
-            # truncates is one new loop and one fixed truncation)
-            "new_loops_truncations": fails["new_loops"] + fails["new_truncations"],
-            "fixed_loops_truncations": fails["fixed_loops"] + fails["fixed_truncations"],
-            "sign_test_p_loops_truncations": sign_test_p(fails["new_loops"] + fails["new_truncations"],
-                                                         fails["fixed_loops"] + fails["fixed_truncations"])}
+            "sign_test_p": fails["sign_test_p"], "new_loops_truncations": new_lt, "fixed_loops_truncations": fixed_lt,
+            "sign_test_p_loops_truncations": sign_test_p(new_lt, fixed_lt)}
 
 
 def describe(systems: dict, reference: str) -> dict:
@@ -155,29 +156,26 @@ def describe(systems: dict, reference: str) -> dict:
 
     ref = systems[reference]
     names = list(dict.fromkeys(d.name for r in systems.values() for d in r.datasets))
-    sets: dict[str, dict] = {}
+    sets: dict[str, dict] = {name: {} for name in names}
     for name in names:
-        row = {}
         for label, r in systems.items():
             d = r.dataset(name)
             if d is None:
                 continue
             f = failure_summary(d.ids, d.counts)
-            row[label] = {"n_utts": len(d.ids), "n_words": d.scores.n_words, "wer": _pct(d.scores.wer),
-                          "rare_wer": _pct(d.scores.rare_wer), "failures": {k: f[k] for k in FAILURE_KEYS},
-                          "failure_ids": f["ids"]}
-            if label != reference and ref.dataset(name) is not None:
-                both = _common_ids([r, ref], [name])
-                per, _ = damage_against(_restricted(r, [name], both), _restricted(ref, [name], both), n_boot=N_BOOT)
-                row[label]["damage"] = _damage_block(per[name])
-        sets[name] = row
+            sets[name][label] = {"n_utts": len(d.ids), "n_words": d.scores.n_words, "wer": _pct(d.scores.wer),
+                                 "rare_wer": _pct(d.scores.rare_wer), "failures": {k: f[k] for k in FAILURE_KEYS},
+                                 "failure_ids": f["ids"]}
     pooled = {}
     for label, r in systems.items():
         names_here = [n for n in names if r.dataset(n) is not None and ref.dataset(n) is not None]
         if label == reference or not names_here:
             continue
-        both = _common_ids([r, ref], names_here)
-        _, pool = damage_against(_restricted(r, names_here, both), _restricted(ref, names_here, both), n_boot=N_BOOT)
+        both = _common_ids([r, ref], names_here)     # one pairing gives each set's damage and the pooled one
+        per, pool = damage_against(_restricted(r, names_here, both), _restricted(ref, names_here, both),
+                                   n_boot=N_BOOT)
+        for name in names_here:
+            sets[name][label]["damage"] = _damage_block(per[name])
         pooled[label] = {"sets": names_here} | _damage_block(pool)
     return {"sets": sets, POOLED: pooled}
 
@@ -194,30 +192,26 @@ def versus(systems: dict, reference: str, baseline: str, skip=()) -> list[dict]:
     for label, r in systems.items():
         if label in (baseline, reference) or label in skip:
             continue
-        shared = [d.name for d in r.datasets if base.dataset(d.name) is not None]
-        if not shared:
+        same_name = [d.name for d in r.datasets if base.dataset(d.name) is not None]
+        if not same_name:
             continue
-        for name in shared:
-            both = _common_ids([r, base], [name])
-            _, ca, cb = paired_counts(_restricted(r, [name], both), _restricted(base, [name], both))
-            row = {"system": label, "baseline": baseline, "set": name, "n_utts": len(both[name])}
+        _common_ids([r, base], same_name)                   # a set the two share by name only is an error
+        shared, per_a, per_b = paired_counts(r, base)      # each shared set, restricted to the shared utterances
+        for name, ca, cb in zip(shared, per_a, per_b):
+            row = {"system": label, "baseline": baseline, "set": name, "n_utts": len(ca)}
             for metric in ("wer", "rare_wer"):
-                b = paired_bootstrap(ca, cb, metric, n_boot=N_BOOT, seed=0)
+                b = paired_bootstrap([ca], [cb], metric, n_boot=N_BOOT, seed=0)
                 row[metric] = {"diff": _pct(b.diff), "ci": [_pct(b.lo), _pct(b.hi)]}
             rows.append(row)
         with_ref = [n for n in shared if ref.dataset(n) is not None]
         if with_ref:
             all3 = _common_ids([r, base, ref], with_ref)
-            _, da = damage_against(_restricted(r, with_ref, all3), _restricted(ref, with_ref, all3), n_boot=N_BOOT)
-            _, db = damage_against(_restricted(base, with_ref, all3), _restricted(ref, with_ref, all3), n_boot=N_BOOT)
+            sets_a, da = damage_against(_restricted(r, with_ref, all3), _restricted(ref, with_ref, all3),
+                                        n_boot=N_BOOT)
+            sets_b, db = damage_against(_restricted(base, with_ref, all3), _restricted(ref, with_ref, all3),
+                                        n_boot=N_BOOT)
             for name in with_ref + ([POOLED] if len(with_ref) > 1 else []):
-                if name == POOLED:
-                    a_d, b_d = da, db
-                else:
-                    one = {name: all3[name]}
-                    _, a_d = damage_against(_restricted(r, [name], one), _restricted(ref, [name], one), n_boot=N_BOOT)
-                    _, b_d = damage_against(_restricted(base, [name], one), _restricted(ref, [name], one),
-                                            n_boot=N_BOOT)
+                a_d, b_d = (da, db) if name == POOLED else (sets_a[name], sets_b[name])
                 target = next((x for x in rows if x["system"] == label and x["set"] == name), None)
                 if target is None:
                     target = {"system": label, "baseline": baseline, "set": name,
@@ -320,9 +314,12 @@ def run(system_args: list[str], reference: str | None, versus_labels: list[str])
                          f"({', '.join(sorted(policies))}); pair systems of one policy")
     out = {"reference": reference, "policy": policies.pop(),
            "systems": [{"label": k, "sources": v} for k, v in parsed]}
-    out.update(describe(systems, reference))
-    out["versus"] = [row for i, b in enumerate(versus_labels)
-                     for row in versus(systems, reference, b, skip=versus_labels[:i])]
+    try:    # two sources disagreeing on an utterance's reference transcript: tarq.eval's one-line ValueError
+        out.update(describe(systems, reference))
+        out["versus"] = [row for i, b in enumerate(versus_labels)
+                         for row in versus(systems, reference, b, skip=versus_labels[:i])]
+    except ValueError as e:
+        raise SystemExit(f"bench_paired_systems: {e}") from None
     return out
 
 

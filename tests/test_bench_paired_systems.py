@@ -85,15 +85,19 @@ def test_redacted_sets_come_only_from_eval_results(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("policy", "different policies"), ("method", "0 systems match gptq"), ("label", "not a --system label"),
-    ("syntax", "LABEL=SOURCE"), ("missing", "not found"), ("twice", "data set s twice")])
+    ("syntax", "LABEL=SOURCE"), ("missing", "not found"), ("twice", "data set s twice"),
+    ("transcript", "different transcript")])
 def test_unusable_inputs_are_refused_in_one_line(tmp_path, case, message):
     g = _grid(tmp_path)
     cand = _cand(tmp_path, policy="default" if case == "policy" else "greedy")
+    if case == "transcript":      # the candidate was scored against another reference text for u1
+        cand = _eval(tmp_path, {"s": [("u1", "the cat sat down", "the cat sat"), ("u2", REFS[1], "a b c d")]})
     systems = {"policy": [f"F16={g}:f16", f"cand={cand}"],
                "method": [f"F16={g}:gptq"],
                "label": [f"F16={g}:f16"],
                "syntax": ["F16"],
                "missing": [f"F16={tmp_path / 'nope.json'}"],
-               "twice": [f"F16={g}:f16,{cand}"]}[case]
+               "twice": [f"F16={g}:f16,{cand}"],
+               "transcript": [f"F16={g}:f16", f"cand={cand}"]}[case]
     with pytest.raises(SystemExit, match=message):
         bench_paired_systems.run(systems, None, ["cand"] if case == "label" else [])
