@@ -37,28 +37,25 @@ def parse_pair(text: str) -> tuple[Path, str, str, Path]:
     return Path(parts[0]), parts[1], parts[2], Path(parts[3])
 
 
-def _system(doc: dict, method: str, path: Path) -> dict:
-    found = [s for s in doc["systems"] if s["method"] == method and not s.get("reference")]
-    if len(found) != 1:
-        have = sorted({s["method"] for s in doc["systems"]})
-        raise SystemExit(f"{path}: {len(found)} systems with method {method!r} (has {', '.join(have)})")
-    return found[0]
-
-
 def compare(grid_path: Path, method: str, dataset: str, eval_path: Path) -> dict:
     ensure_tarq_importable()
     from tarq.eval.damage import FAILURE_KEYS, Damage, damage_matrix, failure_summary
     from tarq.eval.metrics import align_counts, pool, words
+    from tarq.grid.results import find_system, system_datasets
 
     doc = read_json(grid_path)
     if dataset not in doc.get("utterances", {}):
         raise SystemExit(f"{grid_path}: no data set {dataset!r}")
-    utts = doc["utterances"][dataset]
-    ids, refs = utts["ids"], utts.get("refs")
-    if refs is None:
+    if doc["utterances"][dataset].get("refs") is None:
         raise SystemExit(f"{grid_path}: {dataset} transcripts are redacted; compare on a set that is not private")
-    published = _system(doc, method, grid_path)
-    pub_h = published["hyps"][dataset]
+    try:
+        published = find_system(doc, method, source=grid_path)
+        sets = system_datasets(doc, published)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if dataset not in sets:
+        raise SystemExit(f"{grid_path}: method {method!r} has no transcripts of {dataset}")
+    ids, refs, pub_h = sets[dataset].ids, sets[dataset].refs, sets[dataset].hyps
     ours_doc = read_json(eval_path)
     found = [d for d in ours_doc["datasets"] if d["name"] == dataset]
     if len(found) != 1:
@@ -69,7 +66,6 @@ def compare(grid_path: Path, method: str, dataset: str, eval_path: Path) -> dict
     if missing:
         raise SystemExit(f"{eval_path}: {len(missing)} of the published clips are missing (e.g. {missing[0]})")
     ours_h = [ours_by_id[i] or "" for i in ids]
-    pub_h = [h or "" for h in pub_h]
     differ = [i for i, a, b in zip(ids, pub_h, ours_h) if words(a) != words(b)]
     dmg = Damage([damage_matrix(refs, ours_h, pub_h)], [ids], n_boot=N_BOOT).damage()
 

@@ -49,25 +49,14 @@ def parse_system(text: str) -> tuple[str, list[str]]:
 
 def _grid_system(path: Path, method: str, policy: str | None) -> tuple[str, list]:
     """(policy, [DatasetResult]) of one system of a tarq grid result; redacted sets are skipped."""
-    from tarq.eval.results import DatasetResult
+    from tarq.grid.results import find_system, system_datasets
 
     doc = read_json(path)
-    if doc.get("format") != "tarq-grid-results":
-        raise SystemExit(f"bench_paired_systems: {path}: not a tarq grid result (format {doc.get('format')!r})")
-    found = [s for s in doc["systems"] if s["method"] == method and (policy is None or s.get("policy") == policy)]
-    if len(found) != 1:
-        have = sorted({f"{s['method']}:{s.get('policy')}" for s in doc["systems"]})
-        raise SystemExit(f"bench_paired_systems: {path}: {len(found)} systems match {method}"
-                         f"{':' + policy if policy else ''} (has {', '.join(have)})")
-    system, out = found[0], []
-    for name, utts in doc.get("utterances", {}).items():
-        hyps = (system.get("hyps") or {}).get(name)
-        if utts.get("refs") is None or hyps is None:      # redacted (or not decoded by this system)
-            continue
-        n = len(utts["ids"])
-        out.append(DatasetResult(name=name, path="", ids=list(utts["ids"]), refs=list(utts["refs"]),
-                                 hyps=[h or "" for h in hyps], durations=[None] * n, seconds=[None] * n))
-    return str(system.get("policy") or "greedy"), out
+    try:
+        system = find_system(doc, method, policy, source=path)
+        return str(system.get("policy") or "greedy"), list(system_datasets(doc, system).values())
+    except ValueError as e:
+        raise SystemExit(f"bench_paired_systems: {e}") from None
 
 
 def load_system(label: str, sources: list[str]):

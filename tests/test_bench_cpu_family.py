@@ -19,7 +19,7 @@ REFS = ["the cat sat", "a b c d", "(1 second of silence)"]   # the third normali
 
 def _write(tmp_path: Path, published: list[str], ours: dict[str, str], refs=REFS) -> tuple[Path, Path]:
     utts = {"ids": IDS} | ({"refs": refs} if refs is not None else {})
-    grid = {"systems": [{"method": "f16", "reference": True, "label": "F16", "hyps": {"s": published}},
+    grid = {"format": "tarq-grid-results", "systems": [{"method": "f16", "reference": True, "label": "F16", "hyps": {"s": published}},
                         {"method": "qep", "reference": False, "label": "QEP", "hyps": {"s": published}}],
             "utterances": {"s": utts}, "meta": {"machine": {"cpu": "Intel X"}}}
     ev = {"datasets": [{"name": "s", "utterances": [{"id": k, "hyp": v} for k, v in ours.items()]}]}

@@ -84,7 +84,7 @@ def test_redacted_sets_come_only_from_eval_results(tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("policy", "different policies"), ("method", "0 systems match gptq"), ("label", "not a --system label"),
+    ("policy", "different policies"), ("method", "0 systems with method .gptq."), ("label", "not a --system label"),
     ("syntax", "LABEL=SOURCE"), ("missing", "not found"), ("twice", "data set s twice"),
     ("transcript", "different transcript")])
 def test_unusable_inputs_are_refused_in_one_line(tmp_path, case, message):

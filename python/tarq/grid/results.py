@@ -69,6 +69,37 @@ def collect(plan) -> dict:
             "missing": missing}
 
 
+def find_system(doc: dict, method: str, policy: str | None = None, *, source) -> dict:
+    """The one system of a grid results document (as ``write_results`` wrote it) with this method label, and this
+    decoding policy when one is given; a ValueError naming ``source`` and the systems it has otherwise."""
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{source}: not a tarq grid result (format {doc.get('format')!r})")
+    found = [s for s in doc.get("systems", [])
+             if s.get("method") == method and (policy is None or s.get("policy") == policy)]
+    if len(found) != 1:
+        have = sorted({f"{s.get('method')}:{s.get('policy')}" for s in doc.get("systems", [])})
+        wanted = f"method {method!r}" + (f" and policy {policy!r}" if policy is not None else "")
+        raise ValueError(f"{source}: {len(found)} systems with {wanted} (has {', '.join(have) or 'none'})")
+    return found[0]
+
+
+def system_datasets(doc: dict, system: dict) -> dict:
+    """{data set: DatasetResult} of one system of a grid results document, in the grid's order: its hypotheses
+    paired with the grid's ids and references. Sets whose references are redacted (private evaluation sets) or
+    that the system did not decode are left out; durations and decode times are not stored per clip there."""
+    from tarq.eval.results import DatasetResult
+
+    out = {}
+    for name, utts in doc.get("utterances", {}).items():
+        hyps = (system.get("hyps") or {}).get(name)
+        if utts.get("refs") is None or hyps is None:
+            continue
+        n = len(utts["ids"])
+        out[name] = DatasetResult(name=name, path="", ids=list(utts["ids"]), refs=list(utts["refs"]),
+                                  hyps=[h or "" for h in hyps], durations=[None] * n, seconds=[None] * n)
+    return out
+
+
 def _read_cells(plan) -> tuple[dict[str, dict], list[str]]:
     """{system key: {"cells": {data set: cell id}, "results": {data set: EvalResult}, "meta": a Cell}}, and the
     ids of cells without a (readable) result."""
