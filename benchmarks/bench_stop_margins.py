@@ -216,6 +216,9 @@ def render_markdown(res: dict) -> str:
         m = reused["from"]
         parts.append(f"The margins of {', '.join(reused['systems'])} are those computed {m['finished']} on "
                      f"{m['machine'].get('cpu')} (tarq {(m['machine'].get('git_commit') or '?')[:7]}; --reuse).")
+    if res.get("renamed"):
+        parts.append("Labelled differently there: " + "; ".join(f"{new} was {old!r}"
+                                                               for old, new in res["renamed"].items()) + ".")
     return "\n".join(parts)
 
 
@@ -248,11 +251,13 @@ def plot(res: dict, path: Path) -> None:
     save_plot(fig, path)
 
 
-def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, list], *, every: bool
-                    ) -> tuple[dict, dict | None]:
+def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, list], *, every: bool,
+                    renames: dict[str, str] | None = None) -> tuple[dict, dict | None]:
     """(margins of the ``systems`` an earlier result has — same label, same model, same utterances of every set —,
     the meta of the run that computed them, through any number of re-annotations; None when none is reused).
-    ``every``: each system must be there (--from-json); else the missing ones are left to compute (--reuse)."""
+    ``every``: each system must be there (--from-json); else the missing ones are left to compute (--reuse).
+    ``renames`` {label there: label here} relabels the earlier systems first (a label that has gone stale, e.g. a
+    method that was the default then)."""
     flag = "--from-json" if every else "--reuse"
     try:
         earlier = read_json(path)
@@ -260,6 +265,12 @@ def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, lis
         computed = earlier.get("margins_from") or earlier["meta"]
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"bench_stop_margins: {flag} {path}: not a result of this benchmark ({e})") from None
+    for before, after in (renames or {}).items():
+        if before not in old:
+            raise SystemExit(f"bench_stop_margins: --rename {before}={after}: {path} has no system {before!r}")
+        if after in old and after not in renames:
+            raise SystemExit(f"bench_stop_margins: --rename {before}={after}: {path} has a system {after!r} already")
+    old = {(renames or {}).get(label, label): rec for label, rec in old.items()}
     recs = {}
     for label, spec in systems.items():
         rec = old.get(label)
@@ -292,6 +303,9 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", type=Path, default=None,
                    help="take the margins of the systems an earlier result has (same label, model and utterances) "
                         "from it and compute only the others (adding systems to a comparison)")
+    p.add_argument("--rename", action="append", default=[], type=parse_labelled("rename", "NEW_LABEL"),
+                   metavar="OLD=NEW", help="with --reuse or --from-json: the earlier result's system OLD is NEW here "
+                                           "(same model; a label gone stale), repeatable")
     add_common_args(p, "stop_margins.json")
     args = p.parse_args(argv)
     ensure_tarq_importable()
@@ -318,11 +332,14 @@ def main(argv=None) -> int:
     reference = next(iter(systems))
     if args.from_json and args.reuse:
         raise SystemExit("bench_stop_margins: --from-json (every system) and --reuse (some) exclude each other")
+    renames = dict(args.rename)
+    if renames and not (args.from_json or args.reuse):
+        raise SystemExit("bench_stop_margins: --rename relabels the systems of --reuse or --from-json; neither given")
     if args.from_json:
-        recs, margins_from = earlier_margins(args.from_json, systems, datasets, every=True)
+        recs, margins_from = earlier_margins(args.from_json, systems, datasets, every=True, renames=renames)
     else:
         if args.reuse:
-            reused, reused_from = earlier_margins(args.reuse, systems, datasets, every=False)
+            reused, reused_from = earlier_margins(args.reuse, systems, datasets, every=False, renames=renames)
         todo = {label: spec for label, spec in systems.items() if label not in reused}
         fresh = all_margins(todo, datasets, note, anchor=systems[reference] if reference in reused else None) \
             if todo else {}
@@ -335,6 +352,8 @@ def main(argv=None) -> int:
         res["margins_from"] = margins_from
     if reused:
         res["reused"] = {"systems": list(reused), "from": reused_from}
+    if renames:
+        res["renamed"] = renames
     save_and_report(args.out, res, plot, render_markdown)
     return 0
 

@@ -135,3 +135,21 @@ def test_reuse_computes_only_the_new_systems(result, tmp_path):
     with pytest.raises(SystemExit, match="exclude each other"):
         bench_stop_margins.main(["--system", "F16=tiny.en", "--data", str(DEMO_EVAL), "--limit", "2",
                                  "--reuse", str(out), "--from-json", str(out), "--out", str(tmp_path / "x.json")])
+
+
+def test_rename_relabels_the_earlier_systems(result, tmp_path):
+    res, out = result
+    renamed = tmp_path / "renamed.json"
+    assert bench_stop_margins.main(["--system", "reference=tiny.en", "--system", "same=tiny.en", "--data",
+                                    str(DEMO_EVAL), "--limit", "2", "--from-json", str(out),
+                                    "--rename", "F16=reference", "--out", str(renamed)]) == 0
+    new = json.loads(renamed.read_text())
+    assert new["systems"]["reference"] == res["systems"]["F16"] and new["renamed"] == {"F16": "reference"}
+    assert "reference was 'F16'" in bench_stop_margins.render_markdown(new)
+    for rename, message in [("nope=x", "has no system 'nope'"), ("F16=same", "has a system 'same' already")]:
+        with pytest.raises(SystemExit, match=message):
+            bench_stop_margins.main(["--system", "x=tiny.en", "--data", str(DEMO_EVAL), "--limit", "2",
+                                     "--reuse", str(out), "--rename", rename, "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="neither given"):
+        bench_stop_margins.main(["--system", "x=tiny.en", "--data", str(DEMO_EVAL), "--limit", "2",
+                                 "--rename", "F16=x", "--out", str(tmp_path / "x.json")])
