@@ -51,6 +51,7 @@ SECTIONS = {
     "stop_margins_tiny_bias": ("bench_stop_margins", "stop_margins_tiny_q4_0_bias_correction.json"),
     "default_candidate_tiny": ("bench_paired_systems", "default_candidate_tiny_q4_0.json"),
     "default_candidate_tiny_default_policy": ("bench_paired_systems", "default_candidate_tiny_q4_0_default_policy.json"),
+    "stop_margins_tiny_default": ("bench_stop_margins", "stop_margins_tiny_q4_0_default.json"),
 }
 
 
