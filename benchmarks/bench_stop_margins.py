@@ -333,6 +333,8 @@ def main(argv=None) -> int:
     if args.from_json and args.reuse:
         raise SystemExit("bench_stop_margins: --from-json (every system) and --reuse (some) exclude each other")
     renames = dict(args.rename)
+    if len(set(renames.values())) != len(renames) or len(renames) != len(args.rename):
+        raise SystemExit("bench_stop_margins: --rename names one system twice (as OLD or as NEW)")
     if renames and not (args.from_json or args.reuse):
         raise SystemExit("bench_stop_margins: --rename relabels the systems of --reuse or --from-json; neither given")
     if args.from_json:

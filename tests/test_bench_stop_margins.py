@@ -150,6 +150,9 @@ def test_rename_relabels_the_earlier_systems(result, tmp_path):
         with pytest.raises(SystemExit, match=message):
             bench_stop_margins.main(["--system", "x=tiny.en", "--data", str(DEMO_EVAL), "--limit", "2",
                                      "--reuse", str(out), "--rename", rename, "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit, match="names one system twice"):
+        bench_stop_margins.main(["--system", "x=tiny.en", "--data", str(DEMO_EVAL), "--limit", "2", "--reuse", str(out),
+                                 "--rename", "F16=x", "--rename", "same=x", "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="neither given"):
         bench_stop_margins.main(["--system", "x=tiny.en", "--data", str(DEMO_EVAL), "--limit", "2",
                                  "--rename", "F16=x", "--out", str(tmp_path / "x.json")])
