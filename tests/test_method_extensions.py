@@ -100,6 +100,46 @@ def test_fisher_weights_are_real_gradients(loaded, samples):
     assert all(p.grad is None for p in loaded.model.parameters())    # and no gradient landed on the weights
 
 
+def test_stop_decision_loss_matches_a_hand_computed_sum():
+    """L_stop = −Σ_t [y_t log p_t + (1 − y_t) log(1 − p_t)], p_t the softmax's end-token probability, computed
+    here position by position with math (no torch softmax)."""
+    from tarq.calib.analysis import stop_decision_loss
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 9, generator=g, dtype=torch.float64) * 2
+    targets = torch.tensor([4, 1, 7, 2, 0, 5])          # the last target (5) is the end token
+    want = 0.0
+    for t in range(6):
+        z = logits[t].tolist()
+        p = math.exp(z[5]) / sum(math.exp(v) for v in z)
+        want -= math.log(p) if t == 5 else math.log(1 - p)
+    got = float(stop_decision_loss(logits, targets))
+    assert math.isclose(got, want, rel_tol=1e-6)
+    # a position certain to stop that is not the end stays finite (the log(1 − p) floor)
+    sure = torch.zeros(2, 3)
+    sure[0, 2] = 200.0
+    assert math.isfinite(float(stop_decision_loss(sure, torch.tensor([0, 2]))))
+
+
+def test_stop_weights_peak_where_the_utterance_ends(loaded, samples):
+    """The last decoder block's output at position t reaches only position t's logits, so its stop sensitivity is
+    |p_t − y_t| times the end token's softmax gradient: on a random model (p_t ≈ 1/V everywhere) the end position
+    carries almost all of it — and the token loss (`fisher`) does not single it out."""
+    from tarq.calib.analysis import POSITION_WEIGHTS_KEY, AnalysisOptions, analyse
+
+    last = f"model.decoder.layers.{len(loaded.model.model.decoder.layers) - 1}.fc2"
+    ss = [replace(s, extra={}) for s in samples]
+    analyse(loaded.model, WhisperAdapter(), ss, AnalysisOptions(sensitivity="stop"))
+    ff = [replace(s, extra={}) for s in samples]
+    analyse(loaded.model, WhisperAdapter(), ff, AnalysisOptions(sensitivity="fisher", sensitivity_labels="reference"))
+    for s, f in zip(ss, ff):
+        w = s.extra[POSITION_WEIGHTS_KEY][last]
+        assert int(w.argmax()) == w.numel() - 1, s.id
+        assert float(w[-1]) > 10 * float(w[:-1].max())
+        wf = f.extra[POSITION_WEIGHTS_KEY][last]
+        assert float(wf[-1]) < 10 * float(wf[:-1].max())
+
+
 def test_method_overrides_apply_and_conflicts_are_errors():
     from tarq.calib.pipeline import apply_method_overrides
 

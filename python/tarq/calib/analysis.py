@@ -13,6 +13,15 @@ before the true-sequential quantization starts. It produces per-utterance data t
   The loss uses labels **sampled** from the FP model's own predictive distribution at every position (the true
   Fisher's expectation, one Monte-Carlo draw; the cross terms between positions then vanish in expectation), or
   the **reference** transcript (the "empirical Fisher", which over-weights positions the FP model gets wrong).
+* **Stop-decision sensitivity** (``stop``): the same s_t, with L the binary cross-entropy of the decision to end
+  the utterance, made at every position from the end-of-text probability p_t = softmax(z_t)[eot]:
+        L_stop = −Σ_t [ y_t log p_t + (1 − y_t) log(1 − p_t) ],   y_t = 1 only where the transcript ends.
+  Its gradient at the logits is (p_t − y_t) times the end token's softmax sensitivity, so the weight concentrates
+  on the few positions where stopping is a live option — the transcript's end and the sentence ends the FP model
+  would almost stop at — which the token loss (dominated by the text tokens) leaves with ordinary weight. Early
+  stops and loops are errors in exactly that decision (benchmarks/README.md "stop margins"). The label is the
+  transcript's end (a Bernoulli draw of a decision with p ≈ 10⁻⁴ would almost never draw a stop), so
+  ``sensitivity_labels`` applies to ``fisher`` only.
 * **Encoder-frame tags** (calib/frame_tags.py): frames the alignment heads attend to from tail decoder positions
   become tail rows of the encoder groups and of the cross-attention k/v, so rareBAL/TARQ act there too.
 
@@ -31,7 +40,7 @@ from .frame_tags import DEFAULT_DILATION, DEFAULT_REL_THRESHOLD, frames_from_att
 
 log = logging.getLogger(__name__)
 
-SENSITIVITY = ("none", "fisher")
+SENSITIVITY = ("none", "fisher", "stop")
 SENSITIVITY_LABELS = ("sampled", "reference")
 FRAME_TAGS = ("none", "attention")
 POSITION_WEIGHTS_KEY = "position_weights"
@@ -82,7 +91,7 @@ def analyse(model: torch.nn.Module, adapter, samples: list, opts: AnalysisOption
     if not opts.active:
         return {}
     blocks = blocks if blocks is not None else adapter.blocks(model)
-    want_grad = opts.sensitivity == "fisher"
+    want_grad = opts.sensitivity != "none"
     heads = adapter.alignment_heads(model) if opts.frame_tags == "attention" else ()
     group_mods = _group_modules(adapter, blocks) if want_grad else {}
     module_names = sorted({m for mods in group_mods.values() for m in mods})
@@ -145,12 +154,15 @@ def _one_sample(model, adapter, sample, module_names, heads, opts, gen):
     try:
         with torch.enable_grad():
             logits, targets, attn = adapter.analysis_forward(model, sample, heads, requires_grad=True)
-            if opts.sensitivity_labels == "sampled":
-                probs = torch.softmax(logits.detach().float(), dim=-1).cpu()
-                labels = torch.multinomial(probs, 1, generator=gen).reshape(-1).to(logits.device)
+            if opts.sensitivity == "stop":
+                loss = stop_decision_loss(logits, targets)
             else:
-                labels = targets
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+                if opts.sensitivity_labels == "sampled":
+                    probs = torch.softmax(logits.detach().float(), dim=-1).cpu()
+                    labels = torch.multinomial(probs, 1, generator=gen).reshape(-1).to(logits.device)
+                else:
+                    labels = targets
+                loss = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
             loss.backward()
     finally:
         for h in handles:
@@ -159,6 +171,20 @@ def _one_sample(model, adapter, sample, module_names, heads, opts, gen):
     if missing:
         raise RuntimeError(f"analysis pass: no gradient reached {missing[:3]} (utterance {sample.id})")
     return sq, (attn.detach() if attn is not None else None)
+
+
+def stop_decision_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """L_stop = −Σ_t [y_t log p_t + (1 − y_t) log(1 − p_t)], p_t = softmax(z_t)[eot], y_t = [targets_t = eot].
+
+    The end token is the last target: every adapter's teacher-forced sequence ends with it (models/adapter.py)."""
+    if targets.numel() == 0:
+        raise ValueError("stop sensitivity: an utterance without decoder positions")
+    eot = int(targets[-1])
+    log_p = torch.log_softmax(logits.float(), dim=-1)[:, eot]
+    # log(1 − p) = log(−expm1(log p)); the floor keeps a position the FP model is certain to stop at finite
+    log_not = torch.log(torch.clamp(-torch.expm1(log_p), min=1e-30))
+    stop = targets == eot
+    return -(torch.where(stop, log_p, log_not)).sum()
 
 
 def _normalise(samples, raw: list[dict[str, torch.Tensor]], beta: float) -> dict[str, Any]:

@@ -78,7 +78,7 @@ class CalibConfig:
     embedding_order: str = "last"
     # The FP analysis pass (calib/analysis.py, docs/methods.md): loss-sensitivity position weights and
     # encoder-frame tail tags from the alignment heads' cross-attention.
-    sensitivity: str = "none"             # "none" | "fisher"
+    sensitivity: str = "none"             # "none" | "fisher" | "stop"
     sensitivity_labels: str = "sampled"   # "sampled" (Fisher) | "reference" (empirical Fisher)
     sensitivity_mix: float = 1.0          # β in w = (1 − β) + β s / mean(s)
     frame_tags: str = "none"              # "none" | "attention"

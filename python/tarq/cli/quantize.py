@@ -100,9 +100,11 @@ def register(subparsers) -> None:
                         "decoder's statistics see the quantized input lookup (first)")
     a = p.add_argument_group("FP analysis pass (docs/methods.md: loss sensitivity, encoder-frame tags)")
     a.add_argument("--sensitivity", choices=SENSITIVITY, default="none",
-                   help="weight each position's statistics by the loss gradient at the layer's output (fisher)")
+                   help="weight each position's statistics by the squared gradient, at the layer's output, of the token "
+                        "loss (fisher) or of the decision to end the utterance (stop)")
     a.add_argument("--sensitivity-labels", choices=SENSITIVITY_LABELS, default="sampled",
-                   help="labels of the loss: sampled from the FP model (Fisher, default) or the transcript")
+                   help="fisher: labels of the loss sampled from the FP model (Fisher, default) or the transcript "
+                        "(stop always uses the transcript's end)")
     a.add_argument("--sensitivity-mix", type=float, default=1.0, metavar="BETA",
                    help="w = (1 - BETA) + BETA * s / mean(s) (1: pure sensitivity weights, 0: none)")
     a.add_argument("--frame-tags", choices=FRAME_TAGS, default="none",

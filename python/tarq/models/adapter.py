@@ -103,6 +103,7 @@ class ModelAdapter(ABC):
                          requires_grad: bool = False):
         """Teacher-forced FP forward -> (logits [P, V] of the tagged decoder positions, their target token ids [P],
         mean cross-attention of ``attention_heads`` ((layer, head) pairs) [P, frames], or None when none asked).
+        The last target is the end-of-text token (``--sensitivity stop`` reads the stop decision from it).
         With ``requires_grad`` the input is marked so that gradients reach every Linear's output."""
         raise ValueError(f"family {self.family!r}: the FP analysis pass (--sensitivity / --frame-tags) is not "
                          f"implemented for this family")
