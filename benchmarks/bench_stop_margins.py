@@ -25,6 +25,7 @@ stored (no transcripts), so evaluation-only sets may be published.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -211,10 +212,10 @@ def render_markdown(res: dict) -> str:
     meta = res.get("margins_from") or res["meta"]
     parts.append(f"Margins computed {meta['finished']} on {meta['machine'].get('cpu')} ({meta['wall_s']:.0f} s, tarq "
                  f"{(meta['machine'].get('git_commit') or '?')[:7]}).")
-    reused = res.get("reused")
-    if reused:
-        m = reused["from"]
-        parts.append(f"The margins of {', '.join(reused['systems'])} are those computed {m['finished']} on "
+    reused = res.get("reused") or []
+    for group in ([reused] if isinstance(reused, dict) else reused):
+        m = group["from"]
+        parts.append(f"The margins of {', '.join(group['systems'])} are those computed {m['finished']} on "
                      f"{m['machine'].get('cpu')} (tarq {(m['machine'].get('git_commit') or '?')[:7]}; --reuse).")
     if res.get("renamed"):
         parts.append("Labelled differently there: " + "; ".join(f"{new} was {old!r}"
@@ -254,7 +255,9 @@ def plot(res: dict, path: Path) -> None:
 def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, list], *, every: bool,
                     renames: dict[str, str] | None = None) -> tuple[dict, dict | None]:
     """(margins of the ``systems`` an earlier result has — same label, same model, same utterances of every set —,
-    the meta of the run that computed them, through any number of re-annotations; None when none is reused).
+    {label: the meta of the run that computed that system's margins}, followed through any number of
+    re-annotations (--from-json) and earlier reuse (--reuse), so a chain of runs never credits the last one,
+    the meta of the earlier result's own run).
     ``every``: each system must be there (--from-json); else the missing ones are left to compute (--reuse).
     ``renames`` {label there: label here} relabels the earlier systems first (a label that has gone stale, e.g. a
     method that was the default then)."""
@@ -263,6 +266,7 @@ def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, lis
         earlier = read_json(path)
         old = earlier["systems"]
         computed = earlier.get("margins_from") or earlier["meta"]
+        origin = {label: group["from"] for group in reused_groups(earlier) for label in group["systems"]}
     except (OSError, ValueError, KeyError) as e:
         raise SystemExit(f"bench_stop_margins: {flag} {path}: not a result of this benchmark ({e})") from None
     for before, after in (renames or {}).items():
@@ -271,7 +275,8 @@ def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, lis
         if after in old and after not in renames:
             raise SystemExit(f"bench_stop_margins: --rename {before}={after}: {path} has a system {after!r} already")
     old = {(renames or {}).get(label, label): rec for label, rec in old.items()}
-    recs = {}
+    origin = {(renames or {}).get(label, label): meta for label, meta in origin.items()}
+    recs, computed_by = {}, {}
     for label, spec in systems.items():
         rec = old.get(label)
         if rec is None or rec["model"] != spec:
@@ -285,7 +290,23 @@ def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, lis
                 raise SystemExit(f"bench_stop_margins: {flag} {path}: {label} has not the utterances of {other}")
             continue
         recs[label] = {"model": spec, "sets": {n: rec["sets"][n] for n in datasets}}
-    return recs, (computed if recs else None)
+        computed_by[label] = origin.get(label, computed)
+    return recs, computed_by, computed
+
+
+def reused_groups(res: dict) -> list[dict]:
+    """A result's reused systems as [{"systems", "from"}] (one group per run that computed them; a single group is
+    stored as a plain dict, the format before chains were followed)."""
+    reused = res.get("reused") or []
+    return [reused] if isinstance(reused, dict) else list(reused)
+
+
+def group_by_run(computed_by: dict[str, dict]) -> list[dict]:
+    """{label: meta} -> [{"systems": [labels], "from": meta}], one group per run, in first-seen order."""
+    groups: dict[str, dict] = {}
+    for label, meta in computed_by.items():
+        groups.setdefault(json.dumps(meta, sort_keys=True), {"systems": [], "from": meta})["systems"].append(label)
+    return list(groups.values())
 
 
 def main(argv=None) -> int:
@@ -328,7 +349,7 @@ def main(argv=None) -> int:
     meta = RunMeta.start("bench_stop_margins")
     note = f" (limit {args.limit})" if args.limit else ""
     margins_from = None
-    reused, reused_from = {}, None
+    reused, computed_by = {}, {}
     reference = next(iter(systems))
     if args.from_json and args.reuse:
         raise SystemExit("bench_stop_margins: --from-json (every system) and --reuse (some) exclude each other")
@@ -338,10 +359,13 @@ def main(argv=None) -> int:
     if renames and not (args.from_json or args.reuse):
         raise SystemExit("bench_stop_margins: --rename relabels the systems of --reuse or --from-json; neither given")
     if args.from_json:
-        recs, margins_from = earlier_margins(args.from_json, systems, datasets, every=True, renames=renames)
+        recs, computed_by, margins_from = earlier_margins(args.from_json, systems, datasets, every=True,
+                                                          renames=renames)
+        # the earlier result's own run is the one "computed" names; systems it had reused keep their runs
+        computed_by = {label: m for label, m in computed_by.items() if m is not margins_from}
     else:
         if args.reuse:
-            reused, reused_from = earlier_margins(args.reuse, systems, datasets, every=False, renames=renames)
+            reused, computed_by, _ = earlier_margins(args.reuse, systems, datasets, every=False, renames=renames)
         todo = {label: spec for label, spec in systems.items() if label not in reused}
         fresh = all_margins(todo, datasets, note, anchor=systems[reference] if reference in reused else None) \
             if todo else {}
@@ -352,8 +376,9 @@ def main(argv=None) -> int:
            "greedy_failures": greedy_failures(recs, args.greedy), "meta": meta.finish()}
     if margins_from:
         res["margins_from"] = margins_from
-    if reused:
-        res["reused"] = {"systems": list(reused), "from": reused_from}
+    if computed_by:
+        groups = group_by_run(computed_by)
+        res["reused"] = groups[0] if len(groups) == 1 else groups
     if renames:
         res["renamed"] = renames
     save_and_report(args.out, res, plot, render_markdown)

@@ -137,6 +137,30 @@ def test_reuse_computes_only_the_new_systems(result, tmp_path):
                                  "--reuse", str(out), "--from-json", str(out), "--out", str(tmp_path / "x.json")])
 
 
+def test_a_chain_of_runs_credits_each_margin_to_the_run_that_computed_it(result, tmp_path):
+    """run 1 computes F16; run 2 reuses it and computes "added"; run 3 re-annotates run 2 (--from-json) and run 4
+    reuses run 2 with a third system: F16 stays credited to run 1 throughout, "added" to run 2."""
+    res, first = result
+    second, third, fourth = (tmp_path / f"{n}.json" for n in ("second", "third", "fourth"))
+    base = ["--data", str(DEMO_EVAL), "--limit", "2"]
+    assert bench_stop_margins.main(["--system", "F16=tiny.en", "--system", "added=tiny.en", *base,
+                                    "--reuse", str(first), "--out", str(second)]) == 0
+    run2 = json.loads(second.read_text())
+    assert bench_stop_margins.main(["--system", "F16=tiny.en", "--system", "added=tiny.en", *base,
+                                    "--from-json", str(second), "--out", str(third)]) == 0
+    run3 = json.loads(third.read_text())
+    assert run3["margins_from"] == run2["meta"]
+    assert run3["reused"] == {"systems": ["F16"], "from": res["meta"]}
+    assert bench_stop_margins.main(["--system", "F16=tiny.en", "--system", "added=tiny.en", "--system",
+                                    "third=tiny.en", *base, "--reuse", str(third), "--out", str(fourth)]) == 0
+    run4 = json.loads(fourth.read_text())
+    assert run4["reused"] == [{"systems": ["F16"], "from": res["meta"]},
+                              {"systems": ["added"], "from": run2["meta"]}]
+    text = bench_stop_margins.render_markdown(run4)
+    assert f"The margins of F16 are those computed {res['meta']['finished']}" in text
+    assert f"The margins of added are those computed {run2['meta']['finished']}" in text
+
+
 def test_rename_relabels_the_earlier_systems(result, tmp_path):
     res, out = result
     renamed = tmp_path / "renamed.json"
