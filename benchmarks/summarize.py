@@ -55,6 +55,8 @@ SECTIONS = {
     "default_candidate_base_uqm": ("bench_paired_systems", "default_candidate_base_q4_0_uqm.json"),
     "stop_margins_tiny_stop_weights": ("bench_stop_margins", "stop_margins_tiny_q4_0_stop_weights.json"),
     "stop_weights_tiny": ("bench_paired_systems", "stop_weights_tiny_q4_0.json"),
+    "default_candidate_base_asterisk": ("bench_paired_systems", "default_candidate_base_q4_0_asterisk.json"),
+    "default_candidate_base_default_policy": ("bench_paired_systems", "default_candidate_base_q4_0_default_policy.json"),
 }
 
 
