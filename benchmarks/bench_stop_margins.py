@@ -212,8 +212,7 @@ def render_markdown(res: dict) -> str:
     meta = res.get("margins_from") or res["meta"]
     parts.append(f"Margins computed {meta['finished']} on {meta['machine'].get('cpu')} ({meta['wall_s']:.0f} s, tarq "
                  f"{(meta['machine'].get('git_commit') or '?')[:7]}).")
-    reused = res.get("reused") or []
-    for group in ([reused] if isinstance(reused, dict) else reused):
+    for group in reused_groups(res):
         m = group["from"]
         parts.append(f"The margins of {', '.join(group['systems'])} are those computed {m['finished']} on "
                      f"{m['machine'].get('cpu')} (tarq {(m['machine'].get('git_commit') or '?')[:7]}; --reuse).")
@@ -253,7 +252,7 @@ def plot(res: dict, path: Path) -> None:
 
 
 def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, list], *, every: bool,
-                    renames: dict[str, str] | None = None) -> tuple[dict, dict | None]:
+                    renames: dict[str, str] | None = None) -> tuple[dict, dict[str, dict], dict]:
     """(margins of the ``systems`` an earlier result has — same label, same model, same utterances of every set —,
     {label: the meta of the run that computed that system's margins}, followed through any number of
     re-annotations (--from-json) and earlier reuse (--reuse), so a chain of runs never credits the last one,
