@@ -254,9 +254,10 @@ def plot(res: dict, path: Path) -> None:
 def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, list], *, every: bool,
                     renames: dict[str, str] | None = None) -> tuple[dict, dict[str, dict], dict]:
     """(margins of the ``systems`` an earlier result has — same label, same model, same utterances of every set —,
-    {label: the meta of the run that computed that system's margins}, followed through any number of
-    re-annotations (--from-json) and earlier reuse (--reuse), so a chain of runs never credits the last one,
-    the meta of the earlier result's own run).
+    {label: the meta of the run that computed that system's margins, for those the earlier result had itself
+    reused}, the meta of the earlier result's own run, which computed all the others). Following the reuse
+    through any number of re-annotations (--from-json) and earlier reuse (--reuse) means a chain of runs never
+    credits the last one.
     ``every``: each system must be there (--from-json); else the missing ones are left to compute (--reuse).
     ``renames`` {label there: label here} relabels the earlier systems first (a label that has gone stale, e.g. a
     method that was the default then)."""
@@ -275,7 +276,7 @@ def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, lis
             raise SystemExit(f"bench_stop_margins: --rename {before}={after}: {path} has a system {after!r} already")
     old = {(renames or {}).get(label, label): rec for label, rec in old.items()}
     origin = {(renames or {}).get(label, label): meta for label, meta in origin.items()}
-    recs, computed_by = {}, {}
+    recs, reused_from = {}, {}
     for label, spec in systems.items():
         rec = old.get(label)
         if rec is None or rec["model"] != spec:
@@ -289,8 +290,9 @@ def earlier_margins(path: Path, systems: dict[str, str], datasets: dict[str, lis
                 raise SystemExit(f"bench_stop_margins: {flag} {path}: {label} has not the utterances of {other}")
             continue
         recs[label] = {"model": spec, "sets": {n: rec["sets"][n] for n in datasets}}
-        computed_by[label] = origin.get(label, computed)
-    return recs, computed_by, computed
+        if label in origin:
+            reused_from[label] = origin[label]
+    return recs, reused_from, computed
 
 
 def reused_groups(res: dict) -> list[dict]:
@@ -358,13 +360,14 @@ def main(argv=None) -> int:
     if renames and not (args.from_json or args.reuse):
         raise SystemExit("bench_stop_margins: --rename relabels the systems of --reuse or --from-json; neither given")
     if args.from_json:
+        # the earlier result's own run becomes this one's "margins_from"; systems it had reused keep their runs
         recs, computed_by, margins_from = earlier_margins(args.from_json, systems, datasets, every=True,
                                                           renames=renames)
-        # the earlier result's own run is the one "computed" names; systems it had reused keep their runs
-        computed_by = {label: m for label, m in computed_by.items() if m is not margins_from}
     else:
         if args.reuse:
-            reused, computed_by, _ = earlier_margins(args.reuse, systems, datasets, every=False, renames=renames)
+            reused, reused_from, computed = earlier_margins(args.reuse, systems, datasets, every=False,
+                                                            renames=renames)
+            computed_by = {label: reused_from.get(label, computed) for label in reused}
         todo = {label: spec for label, spec in systems.items() if label not in reused}
         fresh = all_margins(todo, datasets, note, anchor=systems[reference] if reference in reused else None) \
             if todo else {}
