@@ -57,6 +57,7 @@ SECTIONS = {
     "stop_weights_tiny": ("bench_paired_systems", "stop_weights_tiny_q4_0.json"),
     "default_candidate_base_asterisk": ("bench_paired_systems", "default_candidate_base_q4_0_asterisk.json"),
     "default_candidate_base_default_policy": ("bench_paired_systems", "default_candidate_base_q4_0_default_policy.json"),
+    "default_candidate_base_tts": ("bench_paired_systems", "default_candidate_base_q4_0_tts.json"),
 }
 
 
