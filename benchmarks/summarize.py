@@ -58,6 +58,9 @@ SECTIONS = {
     "default_candidate_base_asterisk": ("bench_paired_systems", "default_candidate_base_q4_0_asterisk.json"),
     "default_candidate_base_default_policy": ("bench_paired_systems", "default_candidate_base_q4_0_default_policy.json"),
     "default_candidate_base_tts": ("bench_paired_systems", "default_candidate_base_q4_0_tts.json"),
+    "gptq_base_greedy": ("bench_paired_systems", "gptq_base_q4_0_greedy.json"),
+    "gptq_base_default_policy": ("bench_paired_systems", "gptq_base_q4_0_default_policy.json"),
+    "splice_base_foldoc": ("bench_paired_systems", "splice_base_q4_0_foldoc.json"),
 }
 
 
