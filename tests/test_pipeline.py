@@ -117,6 +117,37 @@ def test_speech_only_frames_and_rtn_embedding_options(loaded, samples, tarq_resu
     assert not torch.equal(tarq_result.quantized[EMB].data, rtn.data)
 
 
+def test_rtn_encoder_gets_rtn_codes_and_the_decoder_is_calibrated_on_it(loaded, samples):
+    """--encoder rtn: every encoder weight gets exactly the rtn method's codes and gathers no statistics, and the
+    decoder gets the codes GPTQ gives a model whose encoder already holds those RTN weights (on its own lattice
+    points, where GPTQ's error is zero and it keeps them): the decoder saw the RTN encoder's output."""
+    import copy
+
+    from tarq.methods.rtn import rtn_quantize
+
+    ad = WhisperAdapter()
+    res = run_calibration(loaded.model, ad, samples, get_method("gptq"), FMT, CalibConfig(progress=False, encoder="rtn"))
+    encoder = [n for n in res.quantized if n.startswith("model.encoder.")]
+    assert len(encoder) == 2 * 6   # q, k, v, out, fc1, fc2 of two layers
+    for n in encoder:
+        want = rtn_quantize(loaded.model.get_parameter(n).detach(), FMT.lattice_for(n))
+        assert torch.equal(res.quantized[n].data, want.data), n
+        assert res.layers[n]["method"] == "rtn" and "n_common" not in res.layers[n], n
+    on_lattice = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        for n in encoder:
+            on_lattice.get_parameter(n).copy_(res.quantized[n].dequant)
+    ref = run_calibration(on_lattice, ad, samples, get_method("gptq"), FMT, CalibConfig(progress=False))
+    assert set(ref.quantized) == set(res.quantized)
+    for n in res.quantized:
+        assert torch.equal(res.quantized[n].data, ref.quantized[n].data), n
+    plain = run_calibration(loaded.model, ad, samples, get_method("gptq"), FMT, CalibConfig(progress=False))
+    decoder = [n for n in res.quantized if n not in encoder]
+    assert any(not torch.equal(res.quantized[n].data, plain.quantized[n].data) for n in decoder)
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        CalibConfig(encoder="fp16")
+
+
 def test_determinism_same_seed_same_codes(loaded, samples, tarq_result):
     a = tarq_result
     b = run_calibration(loaded.model, WhisperAdapter(), samples, get_method("tarq"), FMT, CalibConfig(progress=False))

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
-from ..calib.pipeline import BIAS_CORRECTION
+from ..calib.pipeline import BIAS_CORRECTION, ENCODER_MODES
 from ..calib.selection import STRATEGIES
 from ..calib.stats import SHRINKAGE
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
@@ -98,6 +98,9 @@ def register(subparsers) -> None:
     p.add_argument("--embedding-order", choices=("last", "first"), default="last",
                    help="quantize the tied embedding after every Linear (last) or before the decoder, so the "
                         "decoder's statistics see the quantized input lookup (first)")
+    p.add_argument("--encoder", choices=ENCODER_MODES, default="method",
+                   help="the audio encoder's Linears: the chosen method (default) or whisper.cpp's RTN, with no "
+                        "encoder statistics (much faster) and the decoder calibrated on the RTN encoder's output")
     a = p.add_argument_group("FP analysis pass (docs/methods.md: loss sensitivity, encoder-frame tags)")
     a.add_argument("--sensitivity", choices=SENSITIVITY, default="none",
                    help="weight each position's statistics by the squared gradient, at the layer's output, of the token "
@@ -182,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = CalibConfig(n_calib=args.n_calib, seed=args.seed, zipf_threshold=args.zipf_threshold,
                       tag_by=args.tag_by, **frames, threads=args.threads, keep_stage_inputs=not args.low_memory,
                       device=args.device, embedding=args.embedding, embed_damp=args.embed_damp,
-                      embedding_order=args.embedding_order, calib_select=args.calib_select,
+                      embedding_order=args.embedding_order, encoder=args.encoder, calib_select=args.calib_select,
                       sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
                       sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
                       frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, augment=args.augment,

@@ -98,6 +98,18 @@ class ModelAdapter(ABC):
         """Parameter names that alias a quantized weight (not saved separately): alias -> quantized name."""
         return {}
 
+    def audio_tower_weights(self, names) -> set[str]:
+        """The weights among ``names`` that belong to the audio encoder (its projector included): the family's
+        ``audio_tower_pattern``, the one definition ``--audio-tower-type`` uses too."""
+        import re
+
+        from .family import get_family
+
+        pattern = get_family(self.family).audio_tower_pattern
+        if not pattern:
+            raise ValueError(f"family {self.family!r}: no audio tower is defined for it")
+        return {n for n in names if re.match(pattern, n)}
+
     # -- the FP analysis pass (calib/analysis.py): loss-sensitivity weights and encoder-frame tags ----------------
     def analysis_forward(self, model: torch.nn.Module, sample: CalibSample, attention_heads=(),
                          requires_grad: bool = False):
