@@ -100,7 +100,7 @@ def register(subparsers) -> None:
                         "decoder's statistics see the quantized input lookup (first)")
     p.add_argument("--encoder", choices=ENCODER_MODES, default="method",
                    help="the audio encoder's Linears: the chosen method (default) or whisper.cpp's RTN, with no "
-                        "encoder statistics (much faster) and the decoder calibrated on the RTN encoder's output")
+                        "encoder statistics (tiny.en: half the time) and the decoder calibrated on the RTN encoder's output")
     a = p.add_argument_group("FP analysis pass (docs/methods.md: loss sensitivity, encoder-frame tags)")
     a.add_argument("--sensitivity", choices=SENSITIVITY, default="none",
                    help="weight each position's statistics by the squared gradient, at the layer's output, of the token "
