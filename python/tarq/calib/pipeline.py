@@ -79,8 +79,9 @@ class CalibConfig:
     embedding_order: str = "last"
     # The audio encoder's Linears (the family's audio_tower_pattern; Whisper: model.encoder.*): "method" solves them
     # like every other group; "rtn" gives them whisper.cpp's RTN codes and gathers no statistics for them, so the
-    # decoder is calibrated on the RTN encoder's output, as inference runs it (docs/methods.md "--encoder rtn":
-    # on base Q4_0 the rare-word loss on technical prose followed the calibrated encoder).
+    # decoder is calibrated on the RTN encoder's output, as inference runs it. Their biases stay FP (no statistics
+    # to correct them with). Why it exists and what it measured: docs/methods.md "--encoder rtn" (base's rare-word
+    # loss on technical prose followed the calibrated encoder; on tiny.en the calibrated encoder carries the gain).
     encoder: str = "method"
     # The FP analysis pass (calib/analysis.py, docs/methods.md): loss-sensitivity position weights and
     # encoder-frame tail tags from the alignment heads' cross-attention.
