@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -243,3 +244,30 @@ def test_mixed_format_directory_round_trip_and_whisper_cpp_refuses_it(tmp_path):
     with pytest.raises(ValueError, match=r"mixed: tensors are quantized to several types \(q4_0, q8_0\)"):
         get_family("whisper").export_target("whisper.cpp").write(back, tmp_path / "m.bin")
     assert not (tmp_path / "m.bin").exists()
+
+
+@pytest.mark.parametrize("family", ["qwen3_asr", "moonshine"])
+def test_rtn_encoder_pins_exactly_the_audio_tower(family, tmp_path):
+    """`tarq quantize --encoder rtn`: the audio tower's weights (the family's audio_tower_pattern) carry exactly the
+    codes of `--method rtn`; the rest stays calibrated; report.json says which layers were pinned."""
+    from pathlib import Path
+
+    from tarq import testing
+    from tarq.qmodel import load_quantized_dir
+
+    writer = {"qwen3_asr": testing.write_random_qwen3_asr, "moonshine": testing.write_random_moonshine}[family]
+    hf = writer(tmp_path / "hf")
+    demo = Path(__file__).resolve().parents[1] / "python" / "tarq" / "demo_data" / "calib"
+    common = ["--format", "q4_0", "--n-calib", "1", "--no-progress", "--threads", "1"]
+    assert main(["quantize", str(hf), "--method", "rtn", "--out", str(tmp_path / "rtn"), *common]) == 0
+    assert main(["quantize", str(hf), "--method", "qep", "--encoder", "rtn", "--calib", str(demo),
+                 "--out", str(tmp_path / "enc"), *common]) == 0
+    rtn, enc = load_quantized_dir(tmp_path / "rtn"), load_quantized_dir(tmp_path / "enc")
+    pinned = {n for n, L in enc.report["layers"].items() if L.get("method") == "rtn"}
+    assert pinned and len(pinned) < len(enc.quantized) and set(enc.quantized) == set(rtn.quantized)
+    assert enc.report["calibration"]["encoder"] == "rtn"
+    tower = {"qwen3_asr": ("model.audio_tower.", "model.multi_modal_projector."), "moonshine": ("model.encoder.",)}
+    assert pinned == {n for n in enc.quantized if n.startswith(tower[family])}
+    assert all(np.array_equal(enc.quantized[n].numpy(), rtn.quantized[n].numpy()) for n in pinned)
+    assert any(not np.array_equal(q.numpy(), rtn.quantized[n].numpy()) for n, q in enc.quantized.items()
+               if n not in pinned)

@@ -182,24 +182,6 @@ def test_every_method_runs(loaded, method):
     assert len({L["group"] for L in kv}) == 1                        # cross k/v share one H
 
 
-def test_rtn_encoder_pins_exactly_the_audio_tower(loaded):
-    """--encoder rtn: the family's audio-tower weights get the rtn method's codes; the rest stays calibrated."""
-    from tarq.calib.pipeline import CalibConfig, run_calibration
-    from tarq.ggml import TypePlan
-    from tarq.methods import get_method
-
-    ad = loaded.spec.adapter()
-    samples = [ad.prepare_sample(loaded, u, a, t, zipf_threshold=3.0, tag_by="target") for u, a, t in _demo(1)]
-    rtn = run_calibration(loaded.model, ad, samples, get_method("rtn"), TypePlan("q4_0"),
-                          CalibConfig(progress=False, threads=1))
-    res = run_calibration(loaded.model, ad, samples, get_method("qep"), TypePlan("q4_0"),
-                          CalibConfig(progress=False, threads=1, encoder="rtn"))
-    inside = ad.audio_tower_weights(res.quantized)
-    assert inside and len(inside) < len(res.quantized) and set(res.quantized) == set(rtn.quantized)
-    assert all(torch.equal(res.quantized[n].data, rtn.quantized[n].data) for n in inside)
-    assert any(not torch.equal(r.data, rtn.quantized[n].data) for n, r in res.quantized.items() if n not in inside)
-
-
 def test_torch_backend_via_get_backend(qdir):
     from tarq.eval import get_backend
 
