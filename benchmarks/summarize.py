@@ -63,6 +63,7 @@ SECTIONS = {
     "splice_base_foldoc": ("bench_paired_systems", "splice_base_q4_0_foldoc.json"),
     "encoder_rtn_tiny": ("bench_paired_systems", "encoder_rtn_tiny_q4_0.json"),
     "encoder_rtn_tiny_default_policy": ("bench_paired_systems", "encoder_rtn_tiny_q4_0_default_policy.json"),
+    "encoder_rtn_base_foldoc": ("bench_paired_systems", "encoder_rtn_base_q4_0_foldoc.json"),
 }
 
 
