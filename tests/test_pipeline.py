@@ -181,6 +181,7 @@ def test_end_to_end_directory(loaded, tmp_path, monkeypatch):
     assert rep["calibration"]["n_utterances"] == 2 and rep["method"]["method"] == "tarq"
     assert rep["versions"]["device"] == "cpu"
     assert rep["versions"]["cpu"]   # which CPU built it: builds are bit-reproducible within a CPU family only
+    assert rep["versions"]["cpu_id"].count("/") == 2 or "0x" in rep["versions"]["cpu_id"]   # family/model/stepping
     assert set(rep["timing_s"]) >= {"forward", "stats", "solve", "total"}
     assert (out / "tokenizer.json").is_file() or (out / "tokenizer_config.json").is_file()
 

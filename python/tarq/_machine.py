@@ -1,6 +1,7 @@
 """What machine a result came from: the CPU model name, for reports and benchmark records.
 
-Recorded because a calibrated build is bit-reproducible on one CPU family but not across families (measured:
+Recorded (model name and ``cpu_identity``) because a calibrated build is bit-reproducible on one CPU family but not
+across families (measured:
 benchmarks/bench_cpu_family.py). The CPU-dependent code paths (MKL's and OpenBLAS's per-CPU kernels, tarq._C's ISA
 dispatch) are the candidate causes; which one differs is not isolated (docs/methods.md).
 """
@@ -18,3 +19,32 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+# Widest first: the vector ISA that decides which kernels MKL, OpenBLAS (DYNAMIC_ARCH) and tarq._C pick.
+_VECTOR_ISAS = ("avx512f", "avx2", "avx", "sse4_2", "sve", "asimd")
+
+
+def cpu_identity(cpuinfo: str | None = None) -> str:
+    """The CPU as the per-CPU kernel choices see it: vendor, family/model/stepping and the widest vector ISA, e.g.
+    "AuthenticAMD 25/17/1 avx512f". The model name alone does not tell builds apart: "AMD EPYC" names Zen 2 to
+    Zen 5 alike, and two "AMD EPYC" machines gave different calibrated files (benchmarks/README.md "RTN encoder,
+    calibrated decoder"). ``cpuinfo``: /proc/cpuinfo's text (read when None); its first processor is described."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.machine() or "unknown"
+    fields: dict[str, str] = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    isa = next((f for f in _VECTOR_ISAS if f in flags), "")
+    vendor = fields.get("vendor_id") or fields.get("CPU implementer") or platform.machine() or "unknown"
+    if "cpu family" in fields:
+        version = f"{fields['cpu family']}/{fields.get('model', '?')}/{fields.get('stepping', '?')}"
+    else:
+        version = fields.get("CPU part", "")
+    return " ".join(x for x in (vendor, version, isa) if x)
