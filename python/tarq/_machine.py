@@ -1,7 +1,6 @@
-"""What machine a result came from: the CPU model name, for reports and benchmark records.
+"""What machine a result came from: the CPU's model name and identity, for reports and benchmark records.
 
-Recorded (model name and ``cpu_identity``) because a calibrated build is bit-reproducible on one CPU family but not
-across families (measured:
+Recorded because a calibrated build is bit-reproducible on one CPU family but not across families (measured:
 benchmarks/bench_cpu_family.py). The CPU-dependent code paths (MKL's and OpenBLAS's per-CPU kernels, tarq._C's ISA
 dispatch) are the candidate causes; which one differs is not isolated (docs/methods.md).
 """
