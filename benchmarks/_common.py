@@ -116,11 +116,10 @@ def _version(dist: str) -> str | None:
 
 def machine_info() -> dict[str, Any]:
     ensure_tarq_importable()
-    from tarq._machine import cpu_identity, cpu_model
+    from tarq._machine import cpu_record
 
     return {
-        "cpu": cpu_model(),
-        "cpu_id": cpu_identity(),
+        **cpu_record(),
         "cpu_count": os.cpu_count(),
         "mem_gb": _mem_total_gb(),
         "platform": platform.platform(),

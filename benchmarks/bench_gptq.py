@@ -51,9 +51,9 @@ def test_hessian(n: int, seed: int) -> torch.Tensor:
 
 
 def machine_info(threads: int) -> dict:
-    from tarq._machine import cpu_model
+    from tarq._machine import cpu_record
 
-    cpu = cpu_model()
+    cpu = cpu_record()["cpu"]
     try:
         load = os.getloadavg()
     except OSError:

@@ -1,7 +1,7 @@
 """What a report says about the CPU: hand-written /proc/cpuinfo excerpts and the values they must give."""
 from __future__ import annotations
 
-from tarq._machine import cpu_identity
+from tarq._machine import cpu_record
 
 ZEN4 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -31,7 +31,6 @@ CPU part\t: 0xd40
 
 
 def test_identity_tells_apart_what_the_model_name_does_not():
-    assert cpu_identity(ZEN4) == "AuthenticAMD 25/17/1 avx512f"   # the first processor only
-    assert cpu_identity(ZEN3) == "AuthenticAMD 25/1/1 avx2"
-    assert cpu_identity(GRAVITON) == "0x41 0xd40 sve"
-
+    assert cpu_record(ZEN4) == {"cpu": "AMD EPYC", "cpu_id": "AuthenticAMD 25/17/1 avx512f"}   # the first processor
+    assert cpu_record(ZEN3) == {"cpu": "AMD EPYC", "cpu_id": "AuthenticAMD 25/1/1 avx2"}
+    assert cpu_record(GRAVITON)["cpu_id"] == "0x41 0xd40 sve"

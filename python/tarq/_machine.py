@@ -2,38 +2,29 @@
 
 Recorded because a calibrated build is bit-reproducible on one CPU family but not across families (measured:
 benchmarks/bench_cpu_family.py). The CPU-dependent code paths (MKL's and OpenBLAS's per-CPU kernels, tarq._C's ISA
-dispatch) are the candidate causes; which one differs is not isolated (docs/methods.md).
+dispatch) are the candidate causes; OpenBLAS's kernel choice alone is enough to give another file (docs/methods.md).
 """
 from __future__ import annotations
 
-import contextlib
 import platform
 from pathlib import Path
-
-
-def cpu_model() -> str:
-    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor", ...), or the platform's best guess."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
 
 # Widest first: the vector ISA that decides which kernels MKL, OpenBLAS (DYNAMIC_ARCH) and tarq._C pick.
 _VECTOR_ISAS = ("avx512f", "avx2", "avx", "sse4_2", "sve", "asimd")
 
 
-def cpu_identity(cpuinfo: str | None = None) -> str:
-    """The CPU as the per-CPU kernel choices see it: vendor, family/model/stepping and the widest vector ISA, e.g.
-    "AuthenticAMD 25/17/1 avx512f". The model name alone does not tell builds apart: "AMD EPYC" names Zen 2 to
-    Zen 5 alike, and two "AMD EPYC" machines gave different calibrated files (benchmarks/README.md "RTN encoder,
-    calibrated decoder"). ``cpuinfo``: /proc/cpuinfo's text (read when None); its first processor is described."""
+def cpu_record(cpuinfo: str | None = None) -> dict[str, str]:
+    """What reports record about the CPU, from one read of /proc/cpuinfo (``cpuinfo``: its text, read when None):
+    ``cpu``, the model name ("AMD EPYC", "Intel(R) Xeon(R) Processor", ...; the platform's best guess without one),
+    and ``cpu_id``, the CPU as the per-CPU kernel choices see it: vendor, family/model/stepping and the widest vector
+    ISA, e.g. "AuthenticAMD 25/17/1 avx512f". The model name alone does not tell builds apart: "AMD EPYC" names
+    Zen 2 to Zen 5 alike, and two "AMD EPYC" machines gave different calibrated files (benchmarks/README.md "RTN
+    encoder, calibrated decoder"). The first processor is described."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return platform.machine() or "unknown"
+            cpuinfo = ""
     fields: dict[str, str] = {}
     for line in cpuinfo.split("\n\n", 1)[0].splitlines():
         key, sep, value = line.partition(":")
@@ -46,4 +37,5 @@ def cpu_identity(cpuinfo: str | None = None) -> str:
         version = f"{fields['cpu family']}/{fields.get('model', '?')}/{fields.get('stepping', '?')}"
     else:
         version = fields.get("CPU part", "")
-    return " ".join(x for x in (vendor, version, isa) if x)
+    return {"cpu": fields.get("model name") or platform.processor() or "unknown",
+            "cpu_id": " ".join(x for x in (vendor, version, isa) if x)}

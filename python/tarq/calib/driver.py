@@ -150,12 +150,12 @@ def _versions(device: torch.device) -> dict[str, str]:
     import transformers
 
     from .. import __version__
-    from .._machine import cpu_identity, cpu_model
+    from .._machine import cpu_record
     from ..kernels import backend_name, native_info
 
     out = {"tarq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
            "python": platform.python_version(), "kernels": backend_name(), "device": str(device),
-           "cpu": cpu_model(), "cpu_id": cpu_identity(), **native_info()}
+           **cpu_record(), **native_info()}
     if device.type == "cuda":
         out["cuda_device"] = torch.cuda.get_device_name(device)
     return out

@@ -389,7 +389,7 @@ def _solve_data_free(g, model, method: QuantMethod, lattices, timer, quantized, 
                      note: str | None = None) -> None:
     """Quantize one group with a data-free method (no statistics; rtn). ``write``: its dequantized weights go into
     ``model`` (the quantized stream, which later groups' statistics see)."""
-    weights = {n: model.get_parameter(n).detach().float().clone() for n in g.weights}
+    weights = {n: model.get_parameter(n).detach().float() for n in g.weights}   # read before any write below
     lat = lattices[g.weights[0]]
     t0 = time.perf_counter()
     res = method.quantize_group(weights, None, lat)
