@@ -11,13 +11,13 @@ Subpackages, one concern each:
   cli      - the ``tarq`` command
 """
 
-import os as _os
 
 __version__ = "0.1.0"
 
-# Thread-count invariance (docs/methods.md §2): MKL, which PyTorch's x86 wheels use for float32/float64 GEMMs,
-# picks thread-count-dependent kernels for small GEMMs (e.g. the decoder's [15, 384] Linears), so `--threads 1`
-# and `--threads 2` gave different activations and codes. Strict conditional numerical reproducibility makes
-# MKL's GEMMs bitwise independent of the thread count. MKL reads this on its first call, so it is set here,
-# before tarq runs any GEMM; a value the user set wins.
-_os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+# CPU numerics (tarq/_numerics.py): pin every per-CPU kernel choice (OpenBLAS, MKL, ATen, oneDNN) to one code path,
+# so a calibrated file is the same from any x86 CPU with AVX2 (TARQ_NUMERICS=portable; about 2x the build time), or
+# leave the choice to the libraries with MKL's strict thread-count invariance (TARQ_NUMERICS=native, the default).
+# The libraries read these variables once, when they start, so this runs before tarq imports torch or tarq._C.
+from . import _numerics as _numerics_module  # noqa: E402
+
+_numerics_module.apply_from_environment()

@@ -1,8 +1,8 @@
 """What machine a result came from: the CPU's model name and identity, for reports and benchmark records.
 
-Recorded because a calibrated build is bit-reproducible on one CPU family but not across families (measured:
-benchmarks/bench_cpu_family.py). The CPU-dependent code paths (MKL's and OpenBLAS's per-CPU kernels, tarq._C's ISA
-dispatch) are the candidate causes; OpenBLAS's kernel choice alone is enough to give another file (docs/methods.md).
+Recorded because a calibrated build with the libraries' own per-CPU kernels (``TARQ_NUMERICS=native``) is
+bit-reproducible on one CPU family but not across families (benchmarks/bench_cpu_family.py); tarq/_numerics.py pins
+those kernels by default, and reports record which were in effect (``versions.numerics``).
 """
 from __future__ import annotations
 

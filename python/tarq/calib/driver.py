@@ -146,16 +146,18 @@ def thread_report() -> dict[str, Any]:
     return out
 
 
-def _versions(device: torch.device) -> dict[str, str]:
+def _versions(device: torch.device) -> dict:
     import transformers
 
     from .. import __version__
     from .._machine import cpu_record
+    from .._numerics import numerics_record
     from ..kernels import backend_name, native_info
 
+    native = native_info()
     out = {"tarq": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
            "python": platform.python_version(), "kernels": backend_name(), "device": str(device),
-           **cpu_record(), **native_info()}
+           **cpu_record(), **native, "numerics": numerics_record(native["native_blas"])}
     if device.type == "cuda":
         out["cuda_device"] = torch.cuda.get_device_name(device)
     return out
