@@ -27,8 +27,6 @@ from _common import (DEFAULT_DATA_ROOT, RESULTS_DIR, RunMeta, bench_env, check_c
                      fmt_num, markdown_table, pyplot, read_json, run_measured, save_and_report, save_plot, tarq_cli)
 
 HOST = "native"
-# the variables tarq/_numerics.py pins (kept literal: the benchmark's record of what a mode changes)
-PINNED_VARIABLES = ("OPENBLAS_CORETYPE", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 RANDOM_MOONSHINE = "random-moonshine"
 
 
@@ -38,10 +36,13 @@ def build(model: str, calib: Path, n_calib: int, cpu: str, mode: str, out: Path,
                    "--no-progress", "--threads", "1", "--out", str(out))
     if cpu != HOST:
         cmd = ["qemu-x86_64", "-cpu", cpu, *cmd]
-    env = bench_env(threads=1, TARQ_NUMERICS=mode)
-    for var in PINNED_VARIABLES:     # set in this process if it imported tarq in portable mode: not the child's choice
+    ensure_tarq_importable()
+    from tarq._numerics import ENV_VAR, PORTABLE_X86_PINS
+
+    env = bench_env(threads=1)
+    for var, _ in PORTABLE_X86_PINS.values():   # set here if this process imported tarq portable: not the child's
         env.pop(var, None)
-    env["TARQ_NUMERICS"] = mode
+    env[ENV_VAR] = mode
     res = run_measured(cmd, env=env, timeout=timeout)
     check_child(res, f"tarq quantize on {cpu} ({mode})")
     report = read_json(out / "report.json")

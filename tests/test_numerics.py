@@ -15,6 +15,8 @@ from tarq import _numerics
 ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n\n"
 SANDY_BRIDGE = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse4_2 avx\n\n"
 HASWELL_NO_FMA = "processor\t: 0\nflags\t\t: avx avx2\n"
+# what the pins set, written out here (the test's own record), stripped from the environment of fresh processes
+PIN_VARIABLES = ("OPENBLAS_CORETYPE", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 
 
 def test_cpu_check_needs_avx2_and_fma_on_x86():
@@ -78,8 +80,7 @@ print(json.dumps(rec))
 
 
 def _probe(**env) -> dict:
-    full = {k: v for k, v in os.environ.items()
-            if k not in ("TARQ_NUMERICS", "OPENBLAS_CORETYPE", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    full = {k: v for k, v in os.environ.items() if k not in ("TARQ_NUMERICS", *PIN_VARIABLES)}
     full.update(env)
     out = subprocess.run([sys.executable, "-c", _PROBE], env=full, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -132,8 +133,7 @@ def test_portable_build_is_the_same_file_on_an_emulated_intel_cpu(tmp_path):
                "--calib", str(demo), "--n-calib", "2", "--threads", "1", "--no-progress", "--out", str(out)]
         if emulate:
             cmd = ["qemu-x86_64", "-cpu", emulate, *cmd]
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "MKL_CBWR",
-                                                                "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+        env = {k: v for k, v in os.environ.items() if k not in PIN_VARIABLES}
         subprocess.run(cmd, env=env | {"TARQ_NUMERICS": mode}, check=True, capture_output=True, timeout=1800)
         report = json.loads((out / "report.json").read_text())
         return (out / "quantized.safetensors").read_bytes(), report["versions"]["numerics"]

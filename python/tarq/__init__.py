@@ -11,7 +11,6 @@ Subpackages, one concern each:
   cli      - the ``tarq`` command
 """
 
-
 __version__ = "0.1.0"
 
 # CPU numerics (tarq/_numerics.py): pin every per-CPU kernel choice (OpenBLAS, MKL, ATen, oneDNN) to one code path,

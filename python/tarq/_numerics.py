@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
+
+from ._machine import cpu_flags, first_processor, read_cpuinfo
 
 MODES = ("native", "portable")
 ENV_VAR = "TARQ_NUMERICS"
@@ -52,16 +53,10 @@ def cpu_supports_portable_pins(cpuinfo: str | None = None, machine: str | None =
     if machine not in ("x86_64", "amd64"):
         return False, f"no portable pins for {machine}: the pins are x86 AVX2 kernels"
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
+        cpuinfo = read_cpuinfo()
+        if cpuinfo is None:
             return False, "cannot read /proc/cpuinfo to check for AVX2 and FMA"
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "flags":
-            flags = set(value.split())
-            break
+    flags = cpu_flags(first_processor(cpuinfo))
     missing = [f for f in ("avx2", "fma") if f not in flags]
     if missing:
         return False, f"this CPU lacks {' and '.join(missing)}, which the AVX2 pins need"
@@ -127,13 +122,12 @@ def numerics_record(native_blas: str | None = None) -> dict:
     except (ImportError, AttributeError):
         record["aten_capability"] = None
     record["openblas_core"] = _openblas_core(native_blas)
-    for lib in ("mkl", "onednn"):
-        var = PORTABLE_X86_PINS[lib][0]
-        record[var] = os.environ.get(var)
-    confirmed = (record["aten_capability"] == "AVX2"
-                 and record["openblas_core"] in (None, "Haswell")   # None: tarq._C built without OpenBLAS
-                 and all(os.environ.get(v) == val for lib, (v, val) in PORTABLE_X86_PINS.items()
-                         if lib in ("mkl", "onednn")))
+    # MKL and oneDNN cannot be asked what they run: their variables are what tarq can confirm
+    env_pins = dict(PORTABLE_X86_PINS[lib] for lib in ("mkl", "onednn"))
+    record.update({var: os.environ.get(var) for var in env_pins})
+    confirmed = (record["aten_capability"] == PORTABLE_X86_PINS["aten"][1].upper()
+                 and record["openblas_core"] in (None, PORTABLE_X86_PINS["openblas"][1])   # None: no OpenBLAS
+                 and all(record[var] == value for var, value in env_pins.items()))
     record["pinned"] = bool(_applied.get("pinned")) and confirmed
     return record
 

@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .._numerics import invalid_mode_error
 
-    if invalid_mode_error():   # read when tarq was imported; refuse rather than quantize under unasked numerics
-        print(f"tarq: error: {invalid_mode_error()}", file=sys.stderr)
+    bad_numerics = invalid_mode_error()   # read when tarq was imported; refuse rather than run under unasked numerics
+    if bad_numerics:
+        print(f"tarq: error: {bad_numerics}", file=sys.stderr)
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
