@@ -10,6 +10,7 @@ importance), the shares of each strict comparison, and the median errors.
     python benchmarks/bench_lattice_error.py                                   # base: every type; tiny.en: non-K
     python benchmarks/bench_lattice_error.py --models tiny.en --n-calib 8 --out /tmp/le.json   # quick look
     python benchmarks/bench_lattice_error.py --fits plain,weighted --types q4_0,q4_k    # the lattice-fit choice
+    python benchmarks/bench_lattice_error.py --fits plain,plain+refit,weighted+refit --types q4_0   # the refit
 """
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ def summarize(layers: dict[str, dict]) -> dict:
     return out
 
 
+def plan_for(qtype: str, fit: str):
+    """A fit spec is a --lattice-fit value, optionally with "+refit" (--lattice-refit least-squares)."""
+    from tarq.ggml import TypePlan
+
+    base, _, refit = fit.partition("+")
+    if refit not in ("", "refit"):
+        raise ValueError(f"fit {fit!r}: expected FIT or FIT+refit")
+    return TypePlan(qtype, fit=base, refit="least-squares" if refit else "none")
+
+
 def run(args) -> dict:
     ensure_tarq_importable()
     import torch
@@ -78,7 +89,7 @@ def run(args) -> dict:
                 for fit in args.fits:
                     torch.manual_seed(args.seed)
                     res = run_calibration(loaded.model, adapter, samples, get_method(method),
-                                          TypePlan(qtype, fit=fit), cfg)
+                                          plan_for(qtype, fit), cfg)
                     layers = {k: {f: v[f] for f in ("rel_err_rtn", "rel_err_imatrix", "rel_err", "shape")}
                               for k, v in res.layers.items()}
                     row = {"model": spec, "type": qtype, "method": method, "fit": fit,
@@ -145,7 +156,8 @@ def parse_args(argv=None):
     p.add_argument("--types", default="", help="comma-separated ggml types (default: every type that fits the model)")
     p.add_argument("--methods", default="gptq")
     p.add_argument("--fits", default="plain",
-                   help="lattice fits to compare, comma-separated: plain, weighted, auto (the --lattice-fit default)")
+                   help="lattice fits to compare, comma-separated: plain, weighted, auto (the --lattice-fit default), "
+                        "each optionally with +refit (--lattice-refit least-squares), e.g. plain,plain+refit")
     p.add_argument("--n-calib", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

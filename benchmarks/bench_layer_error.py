@@ -110,9 +110,11 @@ def per_linear_sums(measured: dict) -> dict:
             for name, r in measured.items()}
 
 
-def summarise(measured: dict, reference: str) -> dict:   # measured: set -> tarq.eval.layer_error.LayerErrors
-    """Per set: each system's relative error level and its error ratio to the reference, per kind and overall."""
-    from tarq.eval.layer_error import geomean_error_ratio, linear_kind, relative_error
+def summarise(measured: dict, reference: str, versus: tuple[str, ...] = ()) -> dict:
+    """Per set (measured: set -> tarq.eval.layer_error.LayerErrors): each system's relative error level and its
+    error ratio to the reference, per kind and overall; with ``versus``, also its ratio to each of those systems
+    (``ratio_vs``: paired over the same utterances, e.g. an option against the same method without it)."""
+    from tarq.eval.layer_error import linear_kind, relative_error
 
     summary = {}
     for name, rec in measured.items():
@@ -121,18 +123,38 @@ def summarise(measured: dict, reference: str) -> dict:   # measured: set -> tarq
             kinds.setdefault(linear_kind(n), []).append(i)
         kinds[ALL] = list(range(len(rec.linears)))
         signal = rec.signal
-        ref = rec.errors[reference]
         per = {}
         for label, err in rec.errors.items():
             row = {"rel_err": {k: relative_error(err[idx], signal[idx]) for k, idx in kinds.items()}}
             if label != reference:
-                row["ratio"] = {}
-                for k, idx in kinds.items():
-                    r = geomean_error_ratio(err[idx], ref[idx], n_boot=N_BOOT)
-                    row["ratio"][k] = None if r is None else r.__dict__
+                row["ratio"] = _ratios(err, rec.errors[reference], kinds)
+            vs = {v: _ratios(err, rec.errors[v], kinds) for v in versus if v not in (label, reference)}
+            if vs:
+                row["ratio_vs"] = vs
             per[label] = row
         summary[name] = {"kinds": list(kinds), "systems": per}
     return summary
+
+
+def _ratios(err, base, kinds: dict[str, list[int]]) -> dict:
+    from tarq.eval.layer_error import geomean_error_ratio
+
+    out = {}
+    for k, idx in kinds.items():
+        r = geomean_error_ratio(err[idx], base[idx], n_boot=N_BOOT)
+        out[k] = None if r is None else r.__dict__
+    return out
+
+
+def _ratio_table(res: dict, label: str, pick) -> str:
+    rows = []
+    for k in res["summary"][res["sets"][0]]["kinds"]:
+        cells = []
+        for s in res["sets"]:
+            r = pick(res["summary"][s]["systems"][label]).get(k)
+            cells.append("–" if r is None else f"{r['ratio']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]")
+        rows.append([k, *cells])
+    return markdown_table(["Linears", *res["sets"]], rows, "l" + "r" * len(res["sets"]))
 
 
 def render_markdown(res: dict) -> str:
@@ -143,16 +165,12 @@ def render_markdown(res: dict) -> str:
              f"set's activations point). Encoder rows: frames covering audio.", ""]
     systems = [k for k in res["systems"] if k != ref]
     for label in systems:
-        kinds = res["summary"][res["sets"][0]]["kinds"]
-        rows = []
-        for k in kinds:
-            cells = []
-            for s in res["sets"]:
-                r = res["summary"][s]["systems"][label]["ratio"].get(k)
-                cells.append("–" if r is None else f"{r['ratio']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]")
-            rows.append([k, *cells])
-        parts += [f"{label} / {ref}:", "", markdown_table(["Linears", *res["sets"]], rows,
-                                                          "l" + "r" * len(res["sets"])), ""]
+        parts += [f"{label} / {ref}:", "", _ratio_table(res, label, lambda row: row["ratio"]), ""]
+    for v in res.get("versus", []):
+        for label in res["systems"]:
+            if label != v:
+                parts += [f"{label} / {v} (paired over the same utterances):", "",
+                          _ratio_table(res, label, lambda row, v=v: row.get("ratio_vs", {}).get(v, {})), ""]
     rows = []
     for label in res["systems"]:
         rows.append([label, *(fmt_num(100 * (res["summary"][s]["systems"][label]["rel_err"][ALL] or 0), 3)
@@ -193,6 +211,8 @@ def main(argv=None) -> int:
                    help="LABEL=MODEL, a tarq quantized-model directory (the first is the reference)")
     p.add_argument("--data", action="append", required=True, help="a data set (repeatable)")
     p.add_argument("--limit", type=int, default=None, help="seeded random N utterances of each set")
+    p.add_argument("--versus", action="append", default=[], metavar="LABEL",
+                   help="also give every other system's error ratio to this --system (repeatable)")
     add_common_args(p, "layer_error.json")
     args = p.parse_args(argv)
     ensure_tarq_importable()
@@ -201,6 +221,9 @@ def main(argv=None) -> int:
     systems = dict(args.system)
     if len(systems) != len(args.system) or len(systems) < 2:
         raise SystemExit("bench_layer_error: give at least two --system entries with distinct labels")
+    unknown = [v for v in args.versus if v not in systems]
+    if unknown:
+        raise SystemExit(f"bench_layer_error: --versus {unknown[0]!r} is not a --system label")
     datasets = {}
     for d in args.data:
         try:
@@ -217,10 +240,11 @@ def main(argv=None) -> int:
     note = f" (limit {args.limit})" if args.limit else ""
     measured, skipped = measure(fp, adapter, weights, datasets, note)
     reference = next(iter(systems))
-    res = {"model": args.model, "reference": reference, "sets": list(datasets), "limit": args.limit,
+    res = {"model": args.model, "reference": reference, "versus": args.versus, "sets": list(datasets),
+           "limit": args.limit,
            "n_utts": {k: len(measured[k].ids) for k in datasets}, "skipped_over_30s": skipped,
            "systems": {label: {"model": spec} for label, spec in systems.items()},
-           "summary": summarise(measured, reference), "per_linear": per_linear_sums(measured), "meta": meta.finish()}
+           "summary": summarise(measured, reference, tuple(args.versus)), "per_linear": per_linear_sums(measured), "meta": meta.finish()}
     save_and_report(args.out, res, plot, render_markdown)
     return 0
 

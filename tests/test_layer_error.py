@@ -132,13 +132,19 @@ def test_benchmark_end_to_end_on_real_tiny(tmp_path, capsys):
     out = tmp_path / "le.json"
     assert bench_layer_error.main(["--model", "tiny.en", "--system", f"Q4_0={tmp_path / 'rtn_q4_0'}",
                                    "--system", f"Q8_0={tmp_path / 'rtn_q8_0'}", "--data", str(data),
-                                   "--out", str(out)]) == 0
+                                   "--versus", "Q8_0", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["skipped_over_30s"] == {"data": ["long"]} and res["n_utts"] == {"data": 2}
     ratio = res["summary"]["data"]["systems"]["Q8_0"]["ratio"]
     for kind, r in ratio.items():              # 8 bits are far closer to the FP weights than 4, in every kind
         assert r["ratio"] < 0.1 and r["lo"] <= r["ratio"] <= r["hi"], kind
+    # --versus: the reference's own ratio to Q8_0, paired, is the inverse direction
+    back = res["summary"]["data"]["systems"]["Q4_0"]["ratio_vs"]["Q8_0"]
+    for kind, r in back.items():
+        assert r["ratio"] > 10 and abs(r["ratio"] * ratio[kind]["ratio"] - 1) < 1e-6, kind
+    assert "ratio_vs" not in res["summary"]["data"]["systems"]["Q8_0"]
     printed = capsys.readouterr()
+    assert "Q4_0 / Q8_0 (paired over the same utterances):" in printed.out
     assert out.with_suffix(".png").exists() and "| all Linears |" in printed.out and "over 30 s left out" in printed.out
     stored = out.read_text()
     for u in utts:     # ids and numbers only
@@ -149,6 +155,7 @@ def test_benchmark_end_to_end_on_real_tiny(tmp_path, capsys):
     (["--model", "tiny.en", "--system", "a=x"], "at least two"),
     (["--model", "tiny.en", "--system", "a=x", "--system", "a=y"], "at least two"),
     (["--model", "/no/such/model", "--system", "a=x", "--system", "b=y"], "/no/such/model"),
+    (["--model", "tiny.en", "--system", "a=x", "--system", "b=y", "--versus", "c"], "--versus 'c'"),
 ])
 def test_bad_input_is_one_line(args, message, tmp_path, capsys):
     import bench_layer_error

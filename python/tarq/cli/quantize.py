@@ -20,6 +20,7 @@ METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_al
 
 def register(subparsers) -> None:
     from ..ggml import PLAN_FITS, QUANT_TYPES
+    from ..ggml.lattice import REFIT_MODES
     from ._choices import DEFAULT_METHOD, DEFAULT_OPTIONS, LOW_BIT_BELOW, LOW_BIT_DEFAULT_METHOD, methods
 
     p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
@@ -47,6 +48,10 @@ def register(subparsers) -> None:
                    help="how the solver fits each group's scales from the current weights: ggml's own search "
                         "(plain), its importance-weighted search with diag(H) as importance (weighted), or auto "
                         "(weighted, except plain for q4_0 so its codes match earlier releases)")
+    p.add_argument("--lattice-refit", choices=REFIT_MODES, default="none",
+                   help="after the sweep, refit each group's float parameters (d, m, dmin) to its final codes by "
+                        "least squares under the method's metric, keeping a row's swept values unless the refit "
+                        "lowers its error (least-squares), or keep the swept values (none)")
     p.add_argument("--calib", type=Path, action="append", default=[],
                    help="calibration set: manifest.jsonl/.tsv, LibriSpeech tree or audio folder; repeat to mix sets "
                         "(their concatenation)")
@@ -167,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     if args.pad_stride is not None and args.pad_stride < 1:
         raise ValueError("--pad-stride must be at least 1")
     overrides = _overrides(args)
-    plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit)   # validate early
+    plan = TypePlan(args.format, overrides, group_size=args.group_size, fit=args.lattice_fit,
+                    refit=args.lattice_refit)   # validate early
     resolve_method(args)
     if args.audio_tower_type and not get_type(args.audio_tower_type).quantized:
         raise ValueError(f"--audio-tower-type {args.audio_tower_type}: not a quantized type")
@@ -215,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     if args.audio_tower_type:
         pattern = loaded.spec.audio_tower_pattern
         plan = TypePlan(args.format, {pattern: args.audio_tower_type, **overrides}, group_size=args.group_size,
-                        fit=args.lattice_fit)
+                        fit=args.lattice_fit, refit=args.lattice_refit)
     out = quantize_loaded_model(loaded, method, plan, utterances, args.out, cfg,
                                 calib_name=",".join(str(c) for c in args.calib) if args.calib else None,
                                 calib_origin=origin)

@@ -145,6 +145,13 @@ class BlockType(GgmlType):
     def param_dtype(self) -> np.dtype:
         return np.dtype([(f, self.block_dtype.fields[f][0]) for f in self.param_fields])
 
+    @property
+    def refit_fields(self) -> tuple[str, ...]:
+        """The block's fp16 parameters (d, Q4_1/Q5_1's m, the K-quants' dmin). ggml's to_float is linear in each
+        of them with the codes and integer fields fixed, which the least-squares refit relies on
+        (:mod:`tarq.ggml.refit`)."""
+        return tuple(f for f in self.param_fields if self.block_dtype.fields[f][0] == np.dtype("<f2"))
+
     # --- per-type bit layout of the codes (blocks: structured [nb]; q: int16 [nb, block_size]) -----------
     def _store_codes(self, blocks: np.ndarray, q: np.ndarray) -> None:
         raise NotImplementedError

@@ -23,14 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 
 FIT_MODES = ("plain", "weighted")
+REFIT_MODES = ("none", "least-squares")   # after the sweep: keep its floats, or refit them (tarq.ggml.refit)
 
 
 @dataclass(frozen=True)
 class Lattice:
-    """A type plus the solver options that change the lattice: parameter-group width and fit mode."""
+    """A type plus the solver options that change the lattice: parameter-group width, fit mode, refit mode."""
     qtype: "object"          # a BlockType
     group: int               # parameter-group width (columns sharing the group fit)
     fit: str = "plain"
+    refit: str = "none"      # "least-squares": the group floats are refit to the final codes (tarq.ggml.refit)
 
     def __post_init__(self):
         t = self.qtype
@@ -38,6 +40,8 @@ class Lattice:
             raise ValueError(f"{t.name} is not a quantized type; nothing to solve for")
         if self.fit not in FIT_MODES:
             raise ValueError(f"lattice fit must be one of {FIT_MODES}, got {self.fit!r}")
+        if self.refit not in REFIT_MODES:
+            raise ValueError(f"lattice refit must be one of {REFIT_MODES}, got {self.refit!r}")
         if self.group not in t.solver_groups:
             raise ValueError(f"{t.name}: group size {self.group} is not available (choose from "
                              f"{', '.join(map(str, t.solver_groups))})")
@@ -54,11 +58,11 @@ class Lattice:
         return n > 0 and n % self.group == 0 and self.qtype.fits(n)
 
 
-def make_lattice(qtype, group: int | None = None, fit: str = "plain") -> Lattice:
+def make_lattice(qtype, group: int | None = None, fit: str = "plain", refit: str = "none") -> Lattice:
     from .base import get_type
 
     t = get_type(qtype)
-    return Lattice(t, int(group or t.solver_groups[0]), fit)
+    return Lattice(t, int(group or t.solver_groups[0]), fit, refit)
 
 
 def row_sigma2(W: np.ndarray) -> np.ndarray:

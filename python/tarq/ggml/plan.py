@@ -1,8 +1,8 @@
 """TypePlan: which ggml type each weight gets (docs/architecture.md "ggml types").
 
-    plan = TypePlan("q4_k", overrides={r"audio\\.": "q8_0"}, group_size=None, fit="auto")
+    plan = TypePlan("q4_k", overrides={r"audio\\.": "q8_0"}, group_size=None, fit="auto", refit="none")
     plan.type_for("model.decoder.layers.0.fc1.weight", (1536, 384)) -> GgmlType
-    plan.lattice_for(name, shape) -> Lattice   # type + solver group width + fit mode
+    plan.lattice_for(name, shape) -> Lattice   # type + solver group width + fit mode + refit mode
     plan.check(groups)   # every weight fits its type; weights solved together share one type
 
 A type that does not fit a weight's row width is an error raised before any work, naming the tensor, its width
@@ -14,20 +14,23 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 from .base import GgmlType, all_types, get_type
-from .lattice import FIT_MODES, Lattice
+from .lattice import FIT_MODES, REFIT_MODES, Lattice
 
 PLAN_FITS = ("auto", *FIT_MODES)   # auto: each type's default_fit
 
 
 class TypePlan:
     def __init__(self, default, overrides: Mapping[str, object] | None = None, group_size: int | None = None,
-                 fit: str = "auto"):
+                 fit: str = "auto", refit: str = "none"):
         self.default = get_type(default)
         if not self.default.quantized:
             raise ValueError(f"--format {self.default.name}: not a quantized type")
         if fit not in PLAN_FITS:
             raise ValueError(f"lattice fit must be one of {PLAN_FITS}, got {fit!r}")
         self.fit = fit
+        if refit not in REFIT_MODES:
+            raise ValueError(f"lattice refit must be one of {REFIT_MODES}, got {refit!r}")
+        self.refit = refit
         self.overrides: list[tuple[re.Pattern, GgmlType]] = []
         for pattern, t in (overrides or {}).items():
             try:
@@ -58,7 +61,7 @@ class TypePlan:
 
     def lattice_for(self, name: str, shape: Sequence[int] | None = None) -> Lattice:
         t = self.type_for(name, shape)
-        return Lattice(t, self.group_for(t), t.default_fit if self.fit == "auto" else self.fit)
+        return Lattice(t, self.group_for(t), t.default_fit if self.fit == "auto" else self.fit, self.refit)
 
     def group_for(self, t: GgmlType) -> int:
         """The solver parameter-group width for type ``t`` (the plan's --group-size applies where allowed)."""
@@ -84,7 +87,7 @@ class TypePlan:
         return out
 
     def describe(self) -> dict:
-        return {"default": self.default.name, "group_size": self.group_size, "fit": self.fit,
+        return {"default": self.default.name, "group_size": self.group_size, "fit": self.fit, "refit": self.refit,
                 "overrides": {rx.pattern: t.name for rx, t in self.overrides}}
 
 

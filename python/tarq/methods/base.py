@@ -114,8 +114,10 @@ def lattice_importance(H: torch.Tensor, lat: Lattice) -> torch.Tensor | None:
 
 
 def gptq_project(weights: dict[str, torch.Tensor], chol, lat: Lattice, block_size: int,
-                 importance: torch.Tensor | None = None) -> dict[str, LinearResult]:
-    """GPTQ projection onto the lattice of every weight in the group under one factor U (shared H)."""
+                 H: torch.Tensor) -> dict[str, LinearResult]:
+    """GPTQ projection onto the lattice of every weight in the group under one factor U (shared H). ``H`` is the
+    method's metric: the weighted lattice fit takes its diagonal, ``--lattice-refit least-squares`` refits the
+    group floats to the final codes under H + λI, the damped metric of the sweep (:mod:`tarq.ggml.refit`)."""
     from ..kernels import gptq_sweep_batched
 
     names = list(weights)
@@ -124,6 +126,25 @@ def gptq_project(weights: dict[str, torch.Tensor], chol, lat: Lattice, block_siz
         W = weights[n].detach().float().clone()
         W[:, chol.dead] = 0.0   # contract: the caller zeroes dead columns
         Ws.append(W)
-    results = gptq_sweep_batched(Ws, chol.U, lat, block_size=block_size, importance=importance)
+    results = gptq_sweep_batched(Ws, chol.U, lat, block_size=block_size, importance=lattice_importance(H, lat))
     info = {"damp": float(chol.damp), "n_dead": int(chol.dead.sum())}
-    return {n: LinearResult.from_sweep(r, info) for n, r in zip(names, results)}
+    if lat.refit == "none":
+        return {n: LinearResult.from_sweep(r, info) for n, r in zip(names, results)}
+    # the refit minimises what the sweep minimises: the damped metric H + λI (λ = chol.damp, after escalation).
+    # For the tied embedding (damping 1.0, docs/methods.md §5) the λI term is what keeps its rows faithful.
+    H_sweep = H.detach().double().cpu() + float(chol.damp) * torch.eye(H.shape[0], dtype=torch.float64)
+    return {n: refit_sweep(r, W, H_sweep, info) for n, r, W in zip(names, results, Ws)}
+
+
+def refit_sweep(res, target: torch.Tensor, H: torch.Tensor, info: dict) -> LinearResult:
+    """The sweep's codes with their group floats refit by least squares (tarq.ggml.refit, eq. 1); report fields
+    ``refit_err_removed`` (share of the swept H-error the refit removed) and ``refit_rows`` (rows changed)."""
+    from ..ggml.refit import refit_params
+
+    device = res.dequant.device
+    r = refit_params(res.lattice, res.codes.cpu().numpy(), res.param_records(), target.double().cpu().numpy(),
+                     H.double().cpu().numpy())
+    removed = 1.0 - r.err_after / r.err_before if r.err_before > 0 else 0.0
+    out = LinearResult(res.lattice.qtype, torch.from_numpy(r.data), torch.from_numpy(r.dequant).to(device),
+                       {**info, "refit_err_removed": removed, "refit_rows": r.rows_changed})
+    return out

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import QuantMethod, check_finite, cholesky, gptq_project, h_inner, inverse_from_factor, lattice_importance
+from .base import QuantMethod, check_finite, cholesky, gptq_project, h_inner, inverse_from_factor
 from .registry import register_method
 
 RHO_CLIP = (0.02, 0.98)
@@ -239,7 +239,7 @@ class FADE(QuantMethod):
             W = weights[name].detach().float()
             alpha, infos[name] = self.alphas.alpha(name, W, stats, self.config.damp)
             targets[name] = W + alpha * ((W @ stats.H_delta.float()) @ G) if alpha else W
-        out = gptq_project(targets, chol, lat, self.config.block_size, lattice_importance(stats.H, lat))
+        out = gptq_project(targets, chol, lat, self.config.block_size, stats.H)
         for name in names:
             out[name].info.update(infos[name])
         return out

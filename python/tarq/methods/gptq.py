@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import QuantMethod, check_finite, cholesky, gptq_project, lattice_importance
+from .base import QuantMethod, check_finite, cholesky, gptq_project
 from .registry import register_method
 
 
@@ -19,5 +19,4 @@ class GPTQ(QuantMethod):
             check_finite(name, W)
         H = self.metric(stats)
         chol = cholesky(H, self.config.damp, list(weights))
-        imp = lattice_importance(H, lat)
-        return gptq_project(weights, chol, lat, self.config.block_size, imp)
+        return gptq_project(weights, chol, lat, self.config.block_size, H)

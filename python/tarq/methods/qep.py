@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import QuantMethod, check_finite, cholesky, gptq_project, lattice_importance, inverse_from_factor
+from .base import QuantMethod, check_finite, cholesky, gptq_project, inverse_from_factor
 from .registry import register_method
 
 
@@ -35,7 +35,6 @@ class QEP(QuantMethod):
             raise ValueError(f"{', '.join(names)}: QEP needs H_delta (FP stream) statistics")
         H = stats.H
         chol = cholesky(H, self.config.damp, names)
-        imp = lattice_importance(H, lat)
         G = inverse_from_factor(chol.U)
         targets, alphas = {}, {}
         for name in names:
@@ -43,7 +42,7 @@ class QEP(QuantMethod):
             alpha = 0.0 if any(k in name for k in self.config.exclude) else float(self.config.qep_alpha)
             alphas[name] = alpha
             targets[name] = W + alpha * ((W @ stats.H_delta.float()) @ G) if alpha else W
-        out = gptq_project(targets, chol, lat, self.config.block_size, imp)
+        out = gptq_project(targets, chol, lat, self.config.block_size, H)
         for name in names:
             out[name].info["alpha"] = alphas[name]
         return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..calib.stats import GroupStats
-from .base import QuantMethod, check_finite, cholesky, gptq_project, lattice_importance
+from .base import QuantMethod, check_finite, cholesky, gptq_project
 from .registry import register_method
 
 
@@ -51,8 +51,7 @@ class RareBAL(QuantMethod):
             check_finite(name, W)
         H_rb, lam = rarebal_metric(stats, self.config.cost_ratio, self.config.eps)
         chol = cholesky(H_rb, self.config.damp, list(weights))
-        imp = lattice_importance(H_rb, lat)
-        out = gptq_project(weights, chol, lat, self.config.block_size, imp)
+        out = gptq_project(weights, chol, lat, self.config.block_size, H_rb)
         for r in out.values():
             r.info["lambda"] = lam
         return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import QuantMethod, check_finite, cholesky, gptq_project, h_inner, inverse_from_factor, lattice_importance
+from .base import QuantMethod, check_finite, cholesky, gptq_project, h_inner, inverse_from_factor
 from .fade import LayerAlphas
 from .rarebal import rarebal_metric
 from .registry import register_method
@@ -71,9 +71,8 @@ class TARQ(QuantMethod):
             raise ValueError(f"{', '.join(names)}: TARQ needs H_delta (FP stream) statistics")
         H_rb, lam = rarebal_metric(stats, self.config.cost_ratio, self.config.eps)
         chol = cholesky(H_rb, self.config.damp, names)
-        imp = lattice_importance(H_rb, lat)
         fade = self.alphas is not None and self.config.alpha is None
-        pilot = None if fade else gptq_project(weights, chol, lat, self.config.block_size, imp)
+        pilot = None if fade else gptq_project(weights, chol, lat, self.config.block_size, H_rb)
         G = inverse_from_factor(chol.U)
         extra: dict[str, dict] = {}
         alphas: dict[str, float] = {}
@@ -93,7 +92,7 @@ class TARQ(QuantMethod):
             alphas[name] = alpha
             if alpha != 0.0 or pilot is None:
                 targets[name] = W + alpha * D if alpha != 0.0 else W
-        final = gptq_project(targets, chol, lat, self.config.block_size, imp) if targets else {}
+        final = gptq_project(targets, chol, lat, self.config.block_size, H_rb) if targets else {}
         out = {}
         for name in names:
             r = final[name] if name in final else pilot[name]
