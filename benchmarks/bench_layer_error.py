@@ -168,7 +168,7 @@ def render_markdown(res: dict) -> str:
         parts += [f"{label} / {ref}:", "", _ratio_table(res, label, lambda row: row["ratio"]), ""]
     for v in res.get("versus", []):
         for label in res["systems"]:
-            if label != v:
+            if label not in (v, ref):   # the reference's own ratios are the inverse of the tables above
                 parts += [f"{label} / {v} (paired over the same utterances):", "",
                           _ratio_table(res, label, lambda row, v=v: row.get("ratio_vs", {}).get(v, {})), ""]
     rows = []

@@ -67,6 +67,11 @@ SECTIONS = {
     "encoder_rtn_tiny": ("bench_paired_systems", "encoder_rtn_tiny_q4_0.json"),
     "encoder_rtn_tiny_default_policy": ("bench_paired_systems", "encoder_rtn_tiny_q4_0_default_policy.json"),
     "encoder_rtn_base_foldoc": ("bench_paired_systems", "encoder_rtn_base_q4_0_foldoc.json"),
+    "lattice_refit_tiny": ("bench_lattice_error", "lattice_refit_tiny.json"),
+    "lattice_refit_base": ("bench_lattice_error", "lattice_refit_base.json"),
+    "layer_error_refit_tiny": ("bench_layer_error", "layer_error_refit_tiny_q4_0.json"),
+    "refit_tiny": ("bench_paired_systems", "refit_tiny_q4_0.json"),
+    "refit_tiny_default_policy": ("bench_paired_systems", "refit_tiny_q4_0_default_policy.json"),
 }
 
 

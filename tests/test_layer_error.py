@@ -131,20 +131,23 @@ def test_benchmark_end_to_end_on_real_tiny(tmp_path, capsys):
     (data / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "le.json"
     assert bench_layer_error.main(["--model", "tiny.en", "--system", f"Q4_0={tmp_path / 'rtn_q4_0'}",
-                                   "--system", f"Q8_0={tmp_path / 'rtn_q8_0'}", "--data", str(data),
+                                   "--system", f"Q8_0={tmp_path / 'rtn_q8_0'}",
+                                   "--system", f"Q4_0 again={tmp_path / 'rtn_q4_0'}", "--data", str(data),
                                    "--versus", "Q8_0", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["skipped_over_30s"] == {"data": ["long"]} and res["n_utts"] == {"data": 2}
     ratio = res["summary"]["data"]["systems"]["Q8_0"]["ratio"]
     for kind, r in ratio.items():              # 8 bits are far closer to the FP weights than 4, in every kind
         assert r["ratio"] < 0.1 and r["lo"] <= r["ratio"] <= r["hi"], kind
-    # --versus: the reference's own ratio to Q8_0, paired, is the inverse direction
-    back = res["summary"]["data"]["systems"]["Q4_0"]["ratio_vs"]["Q8_0"]
-    for kind, r in back.items():
+    # --versus: the same Q4_0 file against Q8_0, paired, is the inverse of Q8_0 against it
+    systems = res["summary"]["data"]["systems"]
+    for kind, r in systems["Q4_0 again"]["ratio_vs"]["Q8_0"].items():
         assert r["ratio"] > 10 and abs(r["ratio"] * ratio[kind]["ratio"] - 1) < 1e-6, kind
-    assert "ratio_vs" not in res["summary"]["data"]["systems"]["Q8_0"]
+    assert all(r["ratio"] == 1 for r in systems["Q4_0 again"]["ratio"].values())
+    assert "ratio_vs" not in systems["Q8_0"]
     printed = capsys.readouterr()
-    assert "Q4_0 / Q8_0 (paired over the same utterances):" in printed.out
+    assert "Q4_0 again / Q8_0 (paired over the same utterances):" in printed.out
+    assert "Q4_0 / Q8_0 (paired" not in printed.out
     assert out.with_suffix(".png").exists() and "| all Linears |" in printed.out and "over 30 s left out" in printed.out
     stored = out.read_text()
     for u in utts:     # ids and numbers only
