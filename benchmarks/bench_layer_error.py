@@ -241,10 +241,10 @@ def main(argv=None) -> int:
     measured, skipped = measure(fp, adapter, weights, datasets, note)
     reference = next(iter(systems))
     res = {"model": args.model, "reference": reference, "versus": args.versus, "sets": list(datasets),
-           "limit": args.limit,
-           "n_utts": {k: len(measured[k].ids) for k in datasets}, "skipped_over_30s": skipped,
+           "limit": args.limit, "n_utts": {k: len(measured[k].ids) for k in datasets}, "skipped_over_30s": skipped,
            "systems": {label: {"model": spec} for label, spec in systems.items()},
-           "summary": summarise(measured, reference, tuple(args.versus)), "per_linear": per_linear_sums(measured), "meta": meta.finish()}
+           "summary": summarise(measured, reference, tuple(args.versus)), "per_linear": per_linear_sums(measured),
+           "meta": meta.finish()}
     save_and_report(args.out, res, plot, render_markdown)
     return 0
 

@@ -145,6 +145,5 @@ def refit_sweep(res, target: torch.Tensor, H: torch.Tensor, info: dict) -> Linea
     r = refit_params(res.lattice, res.codes.cpu().numpy(), res.param_records(), target.double().cpu().numpy(),
                      H.double().cpu().numpy())
     removed = 1.0 - r.err_after / r.err_before if r.err_before > 0 else 0.0
-    out = LinearResult(res.lattice.qtype, torch.from_numpy(r.data), torch.from_numpy(r.dequant).to(device),
-                       {**info, "refit_err_removed": removed, "refit_rows": r.rows_changed})
-    return out
+    return LinearResult(res.lattice.qtype, torch.from_numpy(r.data), torch.from_numpy(r.dequant).to(device),
+                        {**info, "refit_err_removed": removed, "refit_rows": r.rows_changed})
