@@ -53,10 +53,10 @@ def plan_for(qtype: str, fit: str):
     """A fit spec is a --lattice-fit value, optionally with "+refit" (--lattice-refit least-squares)."""
     from tarq.ggml import TypePlan
 
-    base, _, refit = fit.partition("+")
-    if refit not in ("", "refit"):
+    base, plus, suffix = fit.partition("+")
+    if plus and suffix != "refit":
         raise ValueError(f"fit {fit!r}: expected FIT or FIT+refit")
-    return TypePlan(qtype, fit=base, refit="least-squares" if refit else "none")
+    return TypePlan(qtype, fit=base, refit="least-squares" if plus else "none")
 
 
 def run(args) -> dict:
@@ -165,6 +165,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     for name in ("models", "types", "methods", "fits"):
         setattr(args, name, [v for v in getattr(args, name).split(",") if v])
+    ensure_tarq_importable()
+    for fit in args.fits:            # before any model loads: a bad spec is a one-line error, not a late traceback
+        try:
+            plan_for("q8_0", fit)
+        except ValueError as e:
+            p.error(f"--fits: {e}")
     return args
 
 
