@@ -20,6 +20,17 @@ from _common import (CACHE_DIR, REPO_ROOT, bench_env, check_child, loadavg, read
 BASELINE_KINDS = ("f16", "q8_0", "q4_0")   # whisper.cpp baselines: F16 and whisper.cpp-quantize RTN clones
 
 
+def baseline_kinds() -> tuple[str, ...]:
+    """Every kind ``baseline_bin`` builds: F16 and ggml's round-to-nearest of every quantized ggml type (byte-exact
+    to libggml; whisper.cpp's ``quantize`` offers the BASELINE_KINDS and the other legacy / K types)."""
+    from _common import ensure_tarq_importable
+
+    ensure_tarq_importable()
+    from tarq.ggml import QUANT_TYPES
+
+    return ("f16", *QUANT_TYPES)
+
+
 @dataclass
 class Artifact:
     path: Path
@@ -104,8 +115,8 @@ def _build(cmd: list[str], path: Path, what: str, env_extra: dict | None = None,
 
 def baseline_bin(model: str, kind: str, rebuild: bool = False, cache: Path = CACHE_DIR) -> Artifact:
     """whisper.cpp ``.bin`` of ``model`` in F16, or quantized by our clone of whisper.cpp's ``quantize`` (RTN)."""
-    if kind not in BASELINE_KINDS:
-        raise ValueError(f"unknown baseline kind {kind!r}; choose from {BASELINE_KINDS}")
+    if kind not in baseline_kinds():
+        raise ValueError(f"unknown baseline kind {kind!r}; choose from {baseline_kinds()}")
     path = cache / "bins" / f"{model}-{kind}{'' if kind == 'f16' else '-rtn'}.bin"
     hit = _cached(path, rebuild, rebuild_if_stale=True)     # cheap (seconds): never reuse a stale one
     if hit:

@@ -1,4 +1,4 @@
-"""Deployment cost in whisper.cpp: F16 vs our Q8_0 / Q4_0 exports — time, real-time factor, peak RSS.
+"""Deployment cost in whisper.cpp: F16 vs our quantized exports (Q8_0, Q4_0, any ggml type) — time, RTF, peak RSS.
 
 For every (model, clip length, threads) cell each model file is measured in R fresh processes
 (``_whispercpp_worker.py``): load time, the first transcribe call (includes whisper.cpp's buffer allocation)
@@ -8,6 +8,7 @@ Clips of 11 s and 30 s are concatenations of shared-set utterances in a fixed or
 
     python benchmarks/bench_deployment.py                       # tiny.en + base, 1 and 2 threads, 3 repeats
     python benchmarks/bench_deployment.py --models tiny.en --repeats 5 --threads 1,2
+    python benchmarks/bench_deployment.py --types q8_0,q4_0,iq4_nl,q5_0     # ggml's RTN of other types too
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _artifacts import baseline_bin  # noqa: E402
+from _artifacts import baseline_bin, baseline_kinds  # noqa: E402
 from _common import (save_and_report, BENCH_DIR, CACHE_DIR, PAPER_CPU_ROWS, PAPER_CPU_SOURCE, RESULTS_DIR, RunMeta,  # noqa: E402
                      add_common_args, bench_env, cuda_available, ensure_tarq_importable, fmt_num, last_json_line,
                      markdown_table, median, pyplot, resolve_data_root, run_measured, save_plot,
@@ -27,9 +28,21 @@ WORKER = BENCH_DIR / "_whispercpp_worker.py"
 SR = 16000
 GAP_S = 0.3
 CLIP_SETS = ("austen-tts-dev", "asterisk-prompts")
-# Display names; "q4_0" is whisper.cpp-quantize-equivalent RTN Q4_0, "q4_0-tarq" the TARQ solver's Q4_0 export
-# (same block format, so the same kernels: included when the accuracy benchmark left it in the cache).
-VARIANT_LABEL = {"f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0 (RTN)", "q4_0-tarq": "Q4_0 (TARQ)"}
+DEFAULT_TYPES = "q8_0,q4_0"
+# Variants: "f16", a ggml type name (ggml's round-to-nearest file of that type, byte-exact to whisper.cpp's
+# `quantize` where it offers the type) and "q4_0-tarq", the TARQ solver's Q4_0 export (same block format, so the
+# same kernels: included when the accuracy benchmark left it in the cache). Q8_0 keeps its historical label.
+_FIXED_LABELS = {"f16": "F16", "q8_0": "Q8_0", "q4_0-tarq": "Q4_0 (TARQ)"}
+# the paper's anchor is an INT4-vs-FP16 ratio: quoted beside the 4.5-bit-per-weight variants only
+_INT4_TYPES = ("q4_0", "q4_1", "iq4_nl", "q4_k")
+
+
+def variant_label(variant: str) -> str:
+    return _FIXED_LABELS.get(variant, f"{variant.upper()} (RTN)")
+
+
+def _is_int4(variant: str) -> bool:
+    return variant.removesuffix("-tarq") in _INT4_TYPES
 
 
 def build_clip(data_root: Path, seconds: float, cache: Path = CACHE_DIR) -> tuple[Path, dict]:
@@ -98,26 +111,39 @@ def summarize_cell(runs: list[dict], audio_s: float, rss_floor: float) -> dict:
     }
 
 
-def _model_files(models: list[str], want_tarq: bool, rebuild: bool) -> dict[str, dict[str, dict]]:
-    """{model: {variant: {"path", "bytes", "build"}}}; Q4_0 (TARQ) only if the accuracy benchmark cached one."""
+def _model_files(models: list[str], types: list[str], want_tarq: bool,
+                 rebuild: bool) -> tuple[dict[str, dict[str, dict]], dict[str, list[str]]]:
+    """{model: {variant: {"path", "bytes", "build"}}}; Q4_0 (TARQ) only if the accuracy benchmark cached one.
+    Types a model's rows cannot take are left out of that model and listed in ``skipped``."""
     files: dict[str, dict[str, dict]] = {}
+    skipped: dict[str, list[str]] = {}
     for m in models:
         files[m] = {}
-        for kind in ("f16", "q8_0", "q4_0"):
-            art = baseline_bin(m, kind, rebuild=rebuild)
+        for kind in ("f16", *types):
+            try:
+                art = baseline_bin(m, kind, rebuild=rebuild)
+            except RuntimeError as e:
+                # tarq's one-line refusal of a type whose blocks do not tile the model's rows (K-quants on
+                # tiny.en's 384-wide rows): that model is timed without it; any other failure stops the run
+                reason = str(e).strip().splitlines()[-1]
+                if kind == "f16" or "do not tile" not in reason:
+                    raise
+                print(f"{m}: {kind} skipped: {reason.removeprefix('tarq export: error: ')}", flush=True)
+                skipped.setdefault(m, []).append(kind)
+                continue
             files[m][kind] = {"path": art.path, "bytes": art.path.stat().st_size, "build": art.build}
         if want_tarq:
             hits = sorted((CACHE_DIR / "quant").glob(f"{m}-tarq-q4_0-*.bin"), key=lambda p: p.stat().st_mtime)
             if hits:   # the newest one, i.e. from the latest accuracy run
                 files[m]["q4_0-tarq"] = {"path": hits[-1], "bytes": hits[-1].stat().st_size, "build": None}
-    return files
+    return files, skipped
 
 
 def run(args) -> dict:
     meta = RunMeta.start("deployment" + ("_gpu" if args.gpu else ""))
     data_root = resolve_data_root(args.data_root)
     clips = {s: build_clip(data_root, s) for s in args.seconds}
-    files = _model_files(args.models, not args.no_tarq, args.rebuild)
+    files, skipped = _model_files(args.models, args.types, not args.no_tarq, args.rebuild)
     rss_floor = baseline_rss()
 
     # warm the page cache for every model file so the first repeat is not a cold-disk outlier
@@ -133,18 +159,19 @@ def run(args) -> dict:
                     for var, info in variants.items():
                         r = measure_once(info["path"], clips[s][0], t, calls=args.calls, gpu=args.gpu)
                         raw.setdefault((m, s, t, var), []).append(r)
-                        print(f"[rep {rep + 1}/{args.repeats}] {m} {s:g}s {t}t {VARIANT_LABEL[var]}: load "
+                        print(f"[rep {rep + 1}/{args.repeats}] {m} {s:g}s {t}t {variant_label(var)}: load "
                               f"{r['load_s']:.3f}s, calls {', '.join(f'{x:.3f}' for x in r['transcribe_s'])}s, "
                               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
         # keep what is measured so far: an interrupted run still leaves its finished repeats behind
-        write_json(args.out, {**document(meta, args, clips, files, rss_floor, raw), "partial": True})
-    return document(meta, args, clips, files, rss_floor, raw)
+        write_json(args.out, {**document(meta, args, clips, files, rss_floor, raw, skipped), "partial": True})
+    return document(meta, args, clips, files, rss_floor, raw, skipped)
 
 
-def document(meta: RunMeta, args, clips: dict, files: dict, rss_floor: float, raw: dict) -> dict:
+def document(meta: RunMeta, args, clips: dict, files: dict, rss_floor: float, raw: dict,
+             skipped: dict[str, list[str]]) -> dict:
     cells = []
     for (m, s, t, var), runs in raw.items():
-        cell = {"model": m, "audio_s": s, "threads": t, "variant": var, "label": VARIANT_LABEL[var],
+        cell = {"model": m, "audio_s": s, "threads": t, "variant": var, "label": variant_label(var),
                 "file_mb": round(files[m][var]["bytes"] / 2**20, 2)}
         cell.update(summarize_cell(runs, clips[s][1]["seconds"], rss_floor))
         cells.append(cell)
@@ -162,19 +189,27 @@ def document(meta: RunMeta, args, clips: dict, files: dict, rss_floor: float, ra
                        "net_rss_ratio": (c["net_rss_mb"] / f16["net_rss_mb"]) if f16["net_rss_mb"] else None})
     return {
         "meta": meta.finish(),
-        "config": {"models": args.models, "seconds": args.seconds, "threads": args.threads, "repeats": args.repeats,
+        "config": {"models": args.models, "types": args.types, "seconds": args.seconds, "threads": args.threads,
+                   "repeats": args.repeats,
                    "calls_per_process": args.calls, "device": "cuda (whisper.cpp use_gpu)" if args.gpu else "cpu",
                    "clip_sets": list(CLIP_SETS), "gap_s": GAP_S,
                    "decoding": "greedy, no temperature fallback, language en, no timestamps (pywhispercpp)"},
         "clips": {f"{s:g}": info for s, (_, info) in clips.items()},
         "files": {m: {v: {"file": Path(i["path"]).name, "mb": round(i["bytes"] / 2**20, 2), "build": i["build"]}
                       for v, i in vs.items()} for m, vs in files.items()},
+        "skipped_types": skipped,
         "rss_floor_mb": rss_floor,
         "cells": cells,
         "ratios": ratios,
         "paper_anchor": {"source": PAPER_CPU_SOURCE,
                          "rows": [{"model": k[0], "audio_s": k[1], **v} for k, v in PAPER_CPU_ROWS.items()]},
     }
+
+
+def _variant_order(cells: list[dict]) -> list[str]:
+    """F16 first, then the variants in the order the run measured them (its --types, then TARQ's export)."""
+    seen = list(dict.fromkeys(c["variant"] for c in cells))
+    return sorted(seen, key=lambda v: (v != "f16", v.endswith("-tarq"), seen.index(v)))
 
 
 def _paper(model: str, seconds: float) -> dict | None:
@@ -187,7 +222,8 @@ def render_markdown(result: dict) -> str:
         return f"_{result['skipped']}_"
     cells = result["cells"]
     rows = []
-    order = list(VARIANT_LABEL)
+    order = _variant_order(cells)
+    labels = {c["variant"]: c["label"] for c in cells}
     for c in sorted(cells, key=lambda c: (c["model"], c["audio_s"], c["threads"], order.index(c["variant"]))):
         rows.append([c["model"], f"{c['audio_s']:g} s", c["threads"], c["label"], fmt_num(c["file_mb"], 1),
                      fmt_num(c["load_s"], 3), fmt_num(c["first_call_s"], 3), fmt_num(c["warm_call_s"], 3),
@@ -198,11 +234,11 @@ def render_markdown(result: dict) -> str:
     words = {(c["model"], c["audio_s"], c["threads"], c["variant"]): c.get("output_words") for c in cells}
     early_stop = False
     rrows = []
-    for r in sorted(result["ratios"], key=lambda r: (r["model"], r["audio_s"], r["threads"], r["variant"])):
-        paper = _paper(r["model"], r["audio_s"])
-        paper_speed = (f"{paper['f16'][4] / paper['int4'][4]:.2f}× (4t)" if paper and r["variant"] != "q8_0"
-                       else "–")
-        paper_rss = (f"{paper['rss_mb'][1] / paper['rss_mb'][0]:.2f}" if paper and r["variant"] != "q8_0" else "–")
+    for r in sorted(result["ratios"], key=lambda r: (r["model"], r["audio_s"], r["threads"],
+                                                     order.index(r["variant"]))):
+        paper = _paper(r["model"], r["audio_s"]) if _is_int4(r["variant"]) else None
+        paper_speed = f"{paper['f16'][4] / paper['int4'][4]:.2f}× (4t)" if paper else "–"
+        paper_rss = f"{paper['rss_mb'][1] / paper['rss_mb'][0]:.2f}" if paper else "–"
         # a variant that decodes far fewer words than F16 did less decoder work: its speedup is not like for like
         w_var, w_f16 = (words.get((r["model"], r["audio_s"], r["threads"], v)) for v in (r["variant"], "f16"))
         same_output = "–"
@@ -211,7 +247,7 @@ def render_markdown(result: dict) -> str:
                 same_output = "yes"
             else:
                 same_output, early_stop = f"no ({w_var} vs {w_f16} words) †", True
-        rrows.append([r["model"], f"{r['audio_s']:g} s", r["threads"], VARIANT_LABEL[r["variant"]],
+        rrows.append([r["model"], f"{r['audio_s']:g} s", r["threads"], labels[r["variant"]],
                       f"{r['speedup_warm']:.2f}×", f"{r['speedup_first_call']:.2f}×", f"{r['speedup_load']:.2f}×",
                       f"{r['rss_ratio']:.2f}", fmt_num(r["net_rss_ratio"], 2), same_output, paper_speed, paper_rss])
     t2 = markdown_table(["model", "audio", "threads", "vs F16", "speedup (warm)", "speedup (1st call)",
@@ -226,6 +262,10 @@ def render_markdown(result: dict) -> str:
             f"processes per cell, medians; RSS floor (interpreter + pywhispercpp, no model) "
             f"{result['rss_floor_mb']:.0f} MB. Paper anchor: {result['paper_anchor']['source']} "
             "(EPYC 7V12 at 4 threads; tiny 11 s: F16 0.77 s vs INT4 0.45 s; RSS 173 → 121 MB).")
+    skipped = "; ".join(f"{m}: {', '.join(t.upper() for t in ts)}"
+                        for m, ts in (result.get("skipped_types") or {}).items())
+    if skipped:
+        note += f" Types not timed, their blocks do not tile the model's rows: {skipped}."
     partial = "**Partial run** (interrupted; finished repeats only).\n\n" if result.get("partial") else ""
     return partial + t1 + "\n\n" + t2 + "\n\n" + note
 
@@ -236,15 +276,16 @@ def plot(result: dict, path: Path) -> Path:
     models = sorted({c["model"] for c in cells})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     keys = sorted({(c["model"], c["audio_s"], c["threads"]) for c in cells})
-    variants = [v for v in VARIANT_LABEL if any(c["variant"] == v for c in cells)]
+    variants = _variant_order(cells)
+    labels = {c["variant"]: c["label"] for c in cells}
     width = 0.8 / len(variants)
     by = {(c["model"], c["audio_s"], c["threads"], c["variant"]): c for c in cells}
     for j, v in enumerate(variants):
         xs = [i + j * width for i in range(len(keys))]
         axes[0].bar(xs, [by[k + (v,)]["warm_call_s"] if k + (v,) in by else 0 for k in keys], width,
-                    label=VARIANT_LABEL[v])
+                    label=labels[v])
         axes[1].bar(xs, [by[k + (v,)]["peak_rss_mb"] if k + (v,) in by else 0 for k in keys], width,
-                    label=VARIANT_LABEL[v])
+                    label=labels[v])
     labels = [f"{m}\n{s:g}s {t}t" for m, s, t in keys]
     for ax, title in zip(axes, ("transcribe time, warm call (s)", "peak RSS (MB)")):
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))])
@@ -261,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="tiny.en,base", help="comma-separated model aliases (default tiny.en,base)")
     p.add_argument("--seconds", default="11,30", help="clip lengths in seconds (default 11,30)")
     p.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    p.add_argument("--types", default=DEFAULT_TYPES,
+                   help=f"comma-separated ggml types timed as ggml's RTN files beside F16 (default {DEFAULT_TYPES}; "
+                        "K-quants need rows that are multiples of 256: base, not tiny.en)")
     p.add_argument("--repeats", type=int, default=3, help="fresh processes per cell (default 3)")
     p.add_argument("--calls", type=int, default=2, help="transcribe calls per process; the last is 'warm'")
     p.add_argument("--data-root", help="folder with the shared speech sets (default ../shared/data)")
@@ -276,6 +320,12 @@ def parse_args(argv=None):
     args.models = [m for m in args.models.split(",") if m]
     args.seconds = [float(s) for s in args.seconds.split(",") if s]
     args.threads = [int(t) for t in args.threads.split(",") if t]
+    args.types = [t for t in args.types.split(",") if t]
+    known = baseline_kinds()[1:]
+    unknown = [t for t in args.types if t not in known]
+    if unknown or not args.types or len(set(args.types)) != len(args.types):
+        raise SystemExit(f"bench_deployment: --types wants distinct ggml types from {', '.join(known)}, "
+                         f"got {','.join(args.types) or 'none'}")
     if args.repeats < 1 or args.calls < 1:
         raise SystemExit("--repeats and --calls must be >= 1")
     if args.gpu and args.out == RESULTS_DIR / "bench_deployment.json":
@@ -287,7 +337,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.dry_run:
         n = len(args.models) * len(args.seconds) * len(args.threads) * args.repeats
-        print(f"deployment: {n} cells x 3-4 variants in fresh processes: models {args.models}, clips "
+        print(f"deployment: {n} cells x {len(args.types) + 1}-{len(args.types) + 2} variants in fresh processes: "
+              f"models {args.models}, types {args.types}, clips "
               f"{args.seconds} s, threads {args.threads}, {args.repeats} repeats, {args.calls} calls each -> "
               f"{args.out}")
         return 0

@@ -20,8 +20,8 @@ every system on the utterance ids they share, per data set:
 
 A system is one or more sources joined by commas: ``RESULT.json`` (a ``tarq eval --json`` result, any number of
 sets) or ``GRID.json:METHOD`` (the system of that method in a ``tarq grid`` result; ``GRID.json:METHOD:POLICY`` when
-the grid decoded several policies). A set whose transcripts a published grid redacted (uqm-voice-dev) is taken
-only from eval results. All systems must share one decoding policy. Only numbers and utterance ids are written,
+the grid decoded several policies, ``GRID.json:METHOD@TYPE`` when it ran the method at several ggml types). A set
+whose transcripts a published grid redacted (uqm-voice-dev) is taken only from eval results. All systems must share one decoding policy. Only numbers and utterance ids are written,
 no transcripts, so evaluation-only sets may be published.
 """
 from __future__ import annotations
@@ -48,12 +48,14 @@ def parse_system(text: str) -> tuple[str, list[str]]:
 
 
 def _grid_system(path: Path, method: str, policy: str | None) -> tuple[str, list]:
-    """(policy, [DatasetResult]) of one system of a tarq grid result; redacted sets are skipped."""
+    """(policy, [DatasetResult]) of one system of a tarq grid result (``method`` is METHOD or METHOD@TYPE);
+    redacted sets are skipped."""
     from tarq.grid.results import find_system, system_datasets
 
     doc = read_json(path)
+    method, _, type_ = method.partition("@")
     try:
-        system = find_system(doc, method, policy, source=path)
+        system = find_system(doc, method, policy, type_=type_ or None, source=path)
         return str(system.get("policy") or "greedy"), list(system_datasets(doc, system).values())
     except ValueError as e:
         raise SystemExit(f"bench_paired_systems: {e}") from None
@@ -315,7 +317,7 @@ def run(system_args: list[str], reference: str | None, versus_labels: list[str])
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--system", action="append", required=True, metavar="LABEL=SOURCE[,SOURCE...]",
-                   help="RESULT.json (tarq eval --json) or GRID.json:METHOD[:POLICY], comma-joined (repeat)")
+                   help="RESULT.json (tarq eval --json) or GRID.json:METHOD[@TYPE][:POLICY], comma-joined (repeat)")
     p.add_argument("--reference", default=None, help="label of the damage reference (default: the first system)")
     p.add_argument("--versus", action="append", default=[], metavar="LABEL",
                    help="pair every other system against this one (repeat)")

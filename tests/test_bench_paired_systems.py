@@ -77,6 +77,20 @@ def test_two_baselines_are_not_paired_twice(tmp_path):
     assert pairs == {("cand", "RTN")}
 
 
+def test_a_grid_system_is_picked_by_type(tmp_path):
+    g = _grid(tmp_path)
+    doc = json.loads(g.read_text())
+    doc["systems"][1]["type"] = "q4_0"
+    doc["systems"].append({"method": "ggml", "type": "iq4_nl", "policy": "greedy", "label": "RTN IQ4_NL",
+                           "hyps": {"s": ["the cat sat", "a b", "big dog"]}})
+    g.write_text(json.dumps(doc))
+    res = bench_paired_systems.run([f"F16={g}:f16", f"RTN={g}:ggml@q4_0", f"IQ={g}:ggml@iq4_nl:greedy"], None, [])
+    assert res["sets"]["s"]["RTN"]["wer"] == pytest.approx(100 / 9)      # "the cat": 1 of 9 words lost
+    assert res["sets"]["s"]["IQ"]["wer"] == pytest.approx(200 / 9)       # "a b": 2 of 9 words lost
+    with pytest.raises(SystemExit, match="2 systems with method 'ggml'"):
+        bench_paired_systems.run([f"F16={g}:f16", f"RTN={g}:ggml"], None, [])
+
+
 def test_redacted_sets_come_only_from_eval_results(tmp_path):
     g = _grid(tmp_path, redact=True)
     with pytest.raises(SystemExit, match="no unredacted data set"):

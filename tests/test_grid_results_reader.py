@@ -29,6 +29,18 @@ def test_no_or_several_matches_are_one_line_errors_naming_the_file(method, polic
     assert str(e.value).startswith("g.json: ") and "\n" not in str(e.value) and "qep:default" in str(e.value)
 
 
+def test_a_method_run_at_several_types_is_told_apart_by_its_type():
+    doc = _doc()
+    doc["systems"] = [{"method": "ggml", "type": "q4_0", "policy": "greedy", "hyps": {"a": ["x", "z"]}},
+                      {"method": "ggml", "type": "iq4_nl", "policy": "greedy", "hyps": {"a": ["x y", "z"]}}]
+    assert find_system(doc, "ggml", type_="iq4_nl", source="g.json")["hyps"]["a"] == ["x y", "z"]
+    with pytest.raises(ValueError, match="2 systems with method 'ggml'") as e:
+        find_system(doc, "ggml", source="g.json")
+    assert "ggml@iq4_nl:greedy" in str(e.value) and "ggml@q4_0:greedy" in str(e.value)
+    with pytest.raises(ValueError, match="0 systems with method 'ggml' and type 'q5_0'"):
+        find_system(doc, "ggml", type_="q5_0", source="g.json")
+
+
 def test_a_document_of_another_format_is_refused():
     with pytest.raises(ValueError, match="not a tarq grid result"):
         find_system({"format": "tarq-eval-result"}, "qep", source="e.json")

@@ -69,16 +69,20 @@ def collect(plan) -> dict:
             "missing": missing}
 
 
-def find_system(doc: dict, method: str, policy: str | None = None, *, source) -> dict:
+def find_system(doc: dict, method: str, policy: str | None = None, *, type_: str | None = None, source) -> dict:
     """The one system of a grid results document (as ``write_results`` wrote it) with this method label, and this
-    decoding policy when one is given; a ValueError naming ``source`` and the systems it has otherwise."""
+    decoding policy and ggml type when they are given (a grid that ran one method at several types needs the
+    type); a ValueError naming ``source`` and the systems it has otherwise."""
     if doc.get("format") != FORMAT:
         raise ValueError(f"{source}: not a tarq grid result (format {doc.get('format')!r})")
     found = [s for s in doc.get("systems", [])
-             if s.get("method") == method and (policy is None or s.get("policy") == policy)]
+             if s.get("method") == method and (policy is None or s.get("policy") == policy)
+             and (type_ is None or s.get("type") == type_)]
     if len(found) != 1:
-        have = sorted({f"{s.get('method')}:{s.get('policy')}" for s in doc.get("systems", [])})
-        wanted = f"method {method!r}" + (f" and policy {policy!r}" if policy is not None else "")
+        have = sorted({f"{s.get('method')}" + (f"@{s['type']}" if s.get("type") else "") + f":{s.get('policy')}"
+                       for s in doc.get("systems", [])})
+        wanted = (f"method {method!r}" + (f" and type {type_!r}" if type_ is not None else "")
+                  + (f" and policy {policy!r}" if policy is not None else ""))
         raise ValueError(f"{source}: {len(found)} systems with {wanted} (has {', '.join(have) or 'none'})")
     return found[0]
 
