@@ -26,6 +26,7 @@ SECTIONS = {
     "accuracy_n128": ("bench_accuracy", "bench_accuracy_n128.json"),
     "accuracy_full": ("bench_accuracy", "bench_accuracy_full.json"),
     "deployment": ("bench_deployment", "bench_deployment.json"),
+    "deployment_iq4_nl": ("bench_deployment", "bench_deployment_iq4_nl.json"),
     "deployment_gpu": ("bench_deployment", "bench_deployment_gpu.json"),
     "quant_speed": ("bench_quant_speed", "bench_quant_speed.json"),
     "quant_speed_n128": ("bench_quant_speed", "bench_quant_speed_n128.json"),
@@ -72,6 +73,9 @@ SECTIONS = {
     "layer_error_refit_tiny": ("bench_layer_error", "layer_error_refit_tiny_q4_0.json"),
     "refit_tiny": ("bench_paired_systems", "refit_tiny_q4_0.json"),
     "refit_tiny_default_policy": ("bench_paired_systems", "refit_tiny_q4_0_default_policy.json"),
+    "iq4_nl_default_tiny": ("bench_paired_systems", "iq4_nl_default_tiny.json"),
+    "iq4_nl_default_tiny_default_policy": ("bench_paired_systems", "iq4_nl_default_tiny_default_policy.json"),
+    "iq4_nl_default_base": ("bench_paired_systems", "iq4_nl_default_base.json"),
 }
 
 
