@@ -17,12 +17,9 @@ from pathlib import Path
 from _common import (CACHE_DIR, REPO_ROOT, bench_env, check_child, loadavg, read_json, run_measured, tarq_cli,
                      utc_now, write_json)
 
-BASELINE_KINDS = ("f16", "q8_0", "q4_0")   # whisper.cpp baselines: F16 and whisper.cpp-quantize RTN clones
-
-
 def baseline_kinds() -> tuple[str, ...]:
     """Every kind ``baseline_bin`` builds: F16 and ggml's round-to-nearest of every quantized ggml type (byte-exact
-    to libggml; whisper.cpp's ``quantize`` offers the BASELINE_KINDS and the other legacy / K types)."""
+    to libggml, so the legacy and K types whisper.cpp's ``quantize`` offers are clones of it)."""
     from _common import ensure_tarq_importable
 
     ensure_tarq_importable()
@@ -115,8 +112,9 @@ def _build(cmd: list[str], path: Path, what: str, env_extra: dict | None = None,
 
 def baseline_bin(model: str, kind: str, rebuild: bool = False, cache: Path = CACHE_DIR) -> Artifact:
     """whisper.cpp ``.bin`` of ``model`` in F16, or quantized by our clone of whisper.cpp's ``quantize`` (RTN)."""
-    if kind not in baseline_kinds():
-        raise ValueError(f"unknown baseline kind {kind!r}; choose from {baseline_kinds()}")
+    kinds = baseline_kinds()
+    if kind not in kinds:
+        raise ValueError(f"unknown baseline kind {kind!r}; choose from {kinds}")
     path = cache / "bins" / f"{model}-{kind}{'' if kind == 'f16' else '-rtn'}.bin"
     hit = _cached(path, rebuild, rebuild_if_stale=True)     # cheap (seconds): never reuse a stale one
     if hit:

@@ -33,7 +33,7 @@ DEFAULT_TYPES = "q8_0,q4_0"
 # `quantize` where it offers the type) and "q4_0-tarq", the TARQ solver's Q4_0 export (same block format, so the
 # same kernels: included when the accuracy benchmark left it in the cache). Q8_0 keeps its historical label.
 _FIXED_LABELS = {"f16": "F16", "q8_0": "Q8_0", "q4_0-tarq": "Q4_0 (TARQ)"}
-# the paper's anchor is an INT4-vs-FP16 ratio: quoted beside the 4.5-bit-per-weight variants only
+# the paper's anchor is an INT4-vs-FP16 ratio: quoted beside the variants with 4-bit codes only
 _INT4_TYPES = ("q4_0", "q4_1", "iq4_nl", "q4_k")
 
 
@@ -277,15 +277,15 @@ def plot(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     keys = sorted({(c["model"], c["audio_s"], c["threads"]) for c in cells})
     variants = _variant_order(cells)
-    labels = {c["variant"]: c["label"] for c in cells}
+    variant_labels = {c["variant"]: c["label"] for c in cells}
     width = 0.8 / len(variants)
     by = {(c["model"], c["audio_s"], c["threads"], c["variant"]): c for c in cells}
     for j, v in enumerate(variants):
         xs = [i + j * width for i in range(len(keys))]
         axes[0].bar(xs, [by[k + (v,)]["warm_call_s"] if k + (v,) in by else 0 for k in keys], width,
-                    label=labels[v])
+                    label=variant_labels[v])
         axes[1].bar(xs, [by[k + (v,)]["peak_rss_mb"] if k + (v,) in by else 0 for k in keys], width,
-                    label=labels[v])
+                    label=variant_labels[v])
     labels = [f"{m}\n{s:g}s {t}t" for m, s, t in keys]
     for ax, title in zip(axes, ("transcribe time, warm call (s)", "peak RSS (MB)")):
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))])

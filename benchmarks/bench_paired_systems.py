@@ -21,8 +21,9 @@ every system on the utterance ids they share, per data set:
 A system is one or more sources joined by commas: ``RESULT.json`` (a ``tarq eval --json`` result, any number of
 sets) or ``GRID.json:METHOD`` (the system of that method in a ``tarq grid`` result; ``GRID.json:METHOD:POLICY`` when
 the grid decoded several policies, ``GRID.json:METHOD@TYPE`` when it ran the method at several ggml types). A set
-whose transcripts a published grid redacted (uqm-voice-dev) is taken only from eval results. All systems must share one decoding policy. Only numbers and utterance ids are written,
-no transcripts, so evaluation-only sets may be published.
+whose transcripts a published grid redacted (uqm-voice-dev) is taken only from eval results. All systems must share
+one decoding policy. Only numbers and utterance ids are written, no transcripts, so evaluation-only sets may be
+published.
 """
 from __future__ import annotations
 

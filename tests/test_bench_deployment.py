@@ -1,5 +1,5 @@
 """benchmarks/bench_deployment.py without whisper.cpp: --types is checked before anything is built, variants are
-labelled and ordered as measured, and the paper's INT4 anchor is quoted beside 4.5-bit types only (hand-made
+labelled and ordered as measured, and the paper's INT4 anchor is quoted beside types with 4-bit codes only (hand-made
 measurements; the timing itself needs the runtime and is not a test)."""
 from __future__ import annotations
 
