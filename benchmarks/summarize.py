@@ -76,6 +76,7 @@ SECTIONS = {
     "iq4_nl_default_tiny": ("bench_paired_systems", "iq4_nl_default_tiny.json"),
     "iq4_nl_default_tiny_default_policy": ("bench_paired_systems", "iq4_nl_default_tiny_default_policy.json"),
     "iq4_nl_default_base": ("bench_paired_systems", "iq4_nl_default_base.json"),
+    "failure_origin_tiny": ("bench_failure_origin", "failure_origin_tiny.json"),
 }
 
 
