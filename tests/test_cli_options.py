@@ -58,6 +58,10 @@ def test_the_default_method_brings_its_options_unless_they_are_given():
         return args.method, args.qep_alpha, args.bias_correction
 
     assert resolved() == ("qep", 0.75, "mean-tokens")
+    # and onto IQ4_NL: the default --format of quantize and the demo (no flag), Q4_0 only when asked for
+    assert build_parser().parse_args(["quantize", "tiny.en", "--out", "x"]).format == "iq4_nl"
+    assert build_parser().parse_args(["demo"]).format == "iq4_nl"
+    assert build_parser().parse_args(["demo"]).baseline_format == "q4_0"
     assert resolved("--qep-alpha", "0.6") == ("qep", 0.6, "mean-tokens")
     assert resolved("--bias-correction", "none") == ("qep", 0.75, "none")
     assert resolved("--method", "qep") == ("qep", None, "none")          # plain QEP: the method's own α (0.5)

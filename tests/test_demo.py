@@ -24,12 +24,17 @@ def test_bundled_demo_data_is_small_loadable_and_has_a_notice():
 def test_demo_end_to_end(tmp_path):
     pytest.importorskip("pywhispercpp")
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")
-    from tarq.cli._choices import DEFAULT_METHOD
+    from tarq.cli._choices import DEFAULT_FORMAT, DEFAULT_METHOD
     from tarq.cli.main import main
     from tarq.eval import load_result
+    from tarq.export.whisper_cpp import read_whisper_cpp
 
     assert main(["demo", "--out", str(tmp_path)]) == 0
-    ours = load_result(tmp_path / f"tiny.en-{DEFAULT_METHOD}-q4_0.eval.json").datasets[0].scores
+    ours = load_result(tmp_path / f"tiny.en-{DEFAULT_METHOD}-{DEFAULT_FORMAT}.eval.json").datasets[0].scores
     f16 = load_result(tmp_path / "tiny.en-f16.eval.json").datasets[0].scores
-    assert ours.n_words == f16.n_words > 100
+    rtn = load_result(tmp_path / "tiny.en-rtn-q4_0.eval.json").datasets[0].scores
+    assert ours.n_words == f16.n_words == rtn.n_words > 100
     assert ours.wer < 0.25 and f16.wer < 0.2
+    # the files are of the types the demo says: tarq's on the default format, the baseline whisper.cpp's Q4_0
+    assert read_whisper_cpp(tmp_path / f"tiny.en-{DEFAULT_METHOD}-{DEFAULT_FORMAT}.bin").wtype.name == DEFAULT_FORMAT
+    assert read_whisper_cpp(tmp_path / "tiny.en-rtn-q4_0.bin").wtype.name == "q4_0"

@@ -1,7 +1,8 @@
 """Qwen3-ASR end to end on a tiny random model (tarq.testing): stage-wise forward, calibration, torch decoding, the
 CrispASR GGUF read back by the real runtime (PyPI crispasr), and the qwen3-asr.cpp GGUF checked against that
 project's loader rules. Tolerances: runtime vs fake-quant PyTorch outputs within 3 % relative L2 error and cosine
->= 0.999 (ggml quantizes activations to Q8_0 inside Q4_0/Q8_0 matmuls; measured ~1 %)."""
+>= 0.999 (ggml quantizes activations to Q8_0 inside IQ4_NL/Q4_0/Q8_0 matmuls; measured ~1 %). The LLM's weights are
+on quantize's default format (IQ4_NL), the audio tower on Q8_0."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tarq.cli._choices import DEFAULT_FORMAT
 from tarq.cli.main import main
 
 DEMO = Path(__file__).resolve().parents[1] / "python" / "tarq" / "demo_data" / "calib"
@@ -49,7 +51,8 @@ def loaded(hf_dir):
 
 @pytest.fixture(scope="module")
 def qdir(hf_dir, tmp_path_factory):
-    """`tarq quantize ... --method tarq` (2 calibration utterances) with the audio tower kept at Q8_0."""
+    """`tarq quantize ... --method tarq` (2 calibration utterances, the default --format) with the audio tower kept
+    at Q8_0."""
     out = tmp_path_factory.mktemp("q3q") / "tarq"
     assert main(["quantize", str(hf_dir), "--method", "tarq", "--calib", str(DEMO), "--n-calib", "2",
                  "--audio-tower-type", "q8_0", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
@@ -116,7 +119,7 @@ def test_quantized_directory_types_and_fake_quant_model(qdir, loaded):
     assert ck.family == "qwen3_asr" and not ck.uniform
     types = {n: qt.qtype.name for n, qt in ck.quantized.items()}
     assert all(t == "q8_0" for n, t in types.items() if n.startswith(("model.audio_tower.", "model.multi_modal")))
-    assert all(t == "q4_0" for n, t in types.items() if n.startswith("model.language_model."))
+    assert all(t == DEFAULT_FORMAT for n, t in types.items() if n.startswith("model.language_model."))
     assert "lm_head.weight" not in ck.floats and "model.audio_tower.conv2d1.weight" in ck.floats
     fq = load_model(str(qdir))
     assert fq.family == "qwen3_asr" and fq.source["kind"] == "tarq"
@@ -202,7 +205,7 @@ def test_gguf_metadata_and_names(crisp_file, qdir):
     assert g.tensors["audio.mel_filters"].shape == (201, 128) and g.tensors["audio.mel_window"].shape == (400,)
     # each tensor keeps its type; q/k/v of a layer share one (CrispASR fuses QKV only then)
     assert g.tensors["audio.blk.0.attn_q.weight"].ggml_type.name == "q8_0"
-    assert {g.tensors[f"blk.1.attn_{x}.weight"].ggml_type.name for x in "qkv"} == {"q4_0"}
+    assert {g.tensors[f"blk.1.attn_{x}.weight"].ggml_type.name for x in "qkv"} == {DEFAULT_FORMAT}
     assert g.tensors["audio.conv.1.weight"].ggml_type.name == "f32"
     emb = g.tensors["token_embd.weight"]
     assert np.array_equal(g.tensors["output.weight"].data, emb.data)          # tied lm_head

@@ -19,7 +19,7 @@ def bundled_data_dir() -> Path:
 
 
 def register(subparsers) -> None:
-    from ._choices import DEFAULT_METHOD, methods
+    from ._choices import DEFAULT_FORMAT, DEFAULT_METHOD, methods
 
     p = subparsers.add_parser(
         "demo", help="quantize tiny.en, export to whisper.cpp, transcribe, print WER / rare-WER",
@@ -28,8 +28,11 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="tiny.en", help="model spec")
     p.add_argument("--method", default=None, choices=methods(),
                    help=f"quantization method (default: tarq quantize's for --format, with its default options; "
-                        f"{DEFAULT_METHOD} for q4_0)")
-    p.add_argument("--format", default="q4_0", help="export lattice")
+                        f"{DEFAULT_METHOD} for {DEFAULT_FORMAT})")
+    p.add_argument("--format", default=DEFAULT_FORMAT, help="ggml type of tarq's file")
+    p.add_argument("--baseline-format", default="q4_0",
+                   help="ggml type of the uncalibrated (RTN) baseline; q4_0 is what whisper.cpp's own quantize writes "
+                        "at IQ4_NL's size")
     p.add_argument("--calib", type=Path, default=None, help="calibration data (default: bundled)")
     p.add_argument("--data", type=Path, default=None, help="evaluation data (default: bundled)")
     p.add_argument("--out", type=Path, default=Path("tarq-demo"), help="working directory")
@@ -89,12 +92,12 @@ def run(args) -> int:
         call("export", qdir, "--to", "whisper.cpp", "--out", ours)
     if not args.no_baselines:
         f16 = out / f"{args.model}-f16.bin"
-        rtn = out / f"{args.model}-whispercpp-rtn-{fmt}.bin"
+        rtn = out / f"{args.model}-rtn-{args.baseline_format}.bin"
         if args.force or not f16.exists():
             call("export", args.model, "--f16", "--out", f16)
-        if args.force or not rtn.exists():
-            call("export", args.model, "--rtn", fmt, "--out", rtn)
-        systems += [("F16", f16), (f"whisper.cpp RTN {fmt}", rtn)]
+        if args.force or not rtn.exists():   # ggml's own quantizer: whisper.cpp's quantize writes these bytes
+            call("export", args.model, "--rtn", args.baseline_format, "--out", rtn)
+        systems += [("F16", f16), (f"RTN {args.baseline_format} (ggml)", rtn)]
     systems.append((f"{args.method.upper()} {fmt} (tarq)", ours))
 
     _step("3. transcribe in whisper.cpp and score",

@@ -21,7 +21,8 @@ METHOD_FLAGS = {"damp": "damp", "cost_ratio": "cost_ratio", "qep_alpha": "qep_al
 def register(subparsers) -> None:
     from ..ggml import PLAN_FITS, QUANT_TYPES
     from ..ggml.lattice import REFIT_MODES
-    from ._choices import DEFAULT_METHOD, DEFAULT_OPTIONS, LOW_BIT_BELOW, LOW_BIT_DEFAULT_METHOD, methods
+    from ._choices import (DEFAULT_FORMAT, DEFAULT_METHOD, DEFAULT_OPTIONS, LOW_BIT_BELOW, LOW_BIT_DEFAULT_METHOD,
+                           methods)
 
     p = subparsers.add_parser("quantize", help="quantize a model (methods: tarq quantize --help)",
                               description="Calibrate on DATA and write a tarq quantized-model directory.")
@@ -32,9 +33,9 @@ def register(subparsers) -> None:
                         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in DEFAULT_OPTIONS.items())
                         + f"; {LOW_BIT_DEFAULT_METHOD} when --format has under {LOW_BIT_BELOW:g} bits per weight, "
                         "e.g. q3_k, q2_k)")
-    p.add_argument("--format", default="q4_0", choices=list(QUANT_TYPES), metavar="TYPE",
-                   help="ggml type every quantized weight gets (default q4_0; " + ", ".join(QUANT_TYPES) +
-                        "; see --tensor-type)")
+    p.add_argument("--format", default=DEFAULT_FORMAT, choices=list(QUANT_TYPES), metavar="TYPE",
+                   help=f"ggml type every quantized weight gets (default {DEFAULT_FORMAT}, Q4_0's size with "
+                        "non-uniform levels; " + ", ".join(QUANT_TYPES) + "; see --tensor-type)")
     p.add_argument("--tensor-type", "--type-override", dest="tensor_type", action="append", default=[],
                    metavar="REGEX=TYPE",
                    help="quantize the weights whose Hugging Face name matches REGEX onto TYPE instead (repeatable; "
