@@ -26,8 +26,8 @@ class RegistryChoices:
 
 
 # The type `tarq quantize` and `tarq demo` use without --format: IQ4_NL, Q4_0's 4.5 bits per weight (one fp16 scale
-# per 32 weights) with ggml's non-uniform 16-level codebook, which whisper.cpp and CrispASR load on every ggml
-# backend. Measured with the default method on every dev-set clip (benchmarks/README.md "The default recipe on
+# per 32 weights) with ggml's non-uniform 16-level codebook, which whisper.cpp 1.8.5 and CrispASR 0.8.45 load (checked
+# on CPU). Measured with the default method on every dev-set clip (benchmarks/README.md "The default recipe on
 # IQ4_NL", "Where the new greedy failures start"): on tiny.en it lost fewer words than the same recipe on Q4_0
 # (pooled damage −1.39 points, CI excluding zero) and none of its new greedy failures is its own; on base it is level
 # with whisper.cpp's Q4_0 on real speech and better than the Q4_0 default on technical prose. `--format q4_0` gives

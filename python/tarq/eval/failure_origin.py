@@ -20,9 +20,9 @@ and R's transcript from the system's branch, ``s_1 … s_{j*} c``, is scored wit
 the system chose at the divergence, fails by itself. When the system's choice at j* is EOT (it stopped where R
 would go on), the branch *is* the stop, and R put on it ends the same way (``stopped``): inherited, with g saying
 how near R came to stopping there itself. Whether a branch was R's own near tie is the gap: a failure that is
-inherited *and* starts at a small gap is one R makes from a coin flip of its own. A runtime token R's rules suppress (a
-symbol: tarq's whisper.cpp policies, like whisper.cpp's defaults, leave ``suppress_nst`` off) has g = inf
-("masked"): a branch R could not take.
+inherited *and* starts at a small gap is one R makes from a coin flip of its own. A runtime token R's rules
+suppress (a symbol: tarq's whisper.cpp policies, like whisper.cpp's defaults, leave ``suppress_nst`` off) has
+g = inf ("masked"): a branch R could not take.
 
 The re-tokenization is canonical BPE of the system's text, not the runtime's emitted ids, so a runtime that
 spelled a word in other pieces shows a divergence there with a large gap (the analysis then says "not
