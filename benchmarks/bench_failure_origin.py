@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (RunMeta, add_common_args, ensure_tarq_importable, fmt_num, markdown_table,  # noqa: E402
                      pyplot, resolve_data_root, save_and_report, save_plot)
+from bench_paired_systems import load_system, parse_system  # noqa: E402   (one LABEL=SOURCE,... grammar)
 
 FAILING = ("loop", "truncation", "empty")
 # Where a branch stops being "the reference's own near tie". A convention, set from what 4-bit files do to one
@@ -34,19 +35,17 @@ FAILING = ("loop", "truncation", "empty")
 NEAR_TIE = 0.5
 
 
-def parse_labelled(text: str) -> tuple[str, list[str]]:
-    label, sep, sources = text.partition("=")
-    parts = [s.strip() for s in sources.split(",") if s.strip()]
-    if not sep or not label.strip() or not parts:
-        raise argparse.ArgumentTypeError(f"want LABEL=EVAL_JSON[,EVAL_JSON...], got {text!r}")
-    return label.strip(), parts
+def parse_labelled(flag: str, text: str) -> tuple[str, list[str]]:
+    """LABEL=SOURCE[,SOURCE...] in bench_paired_systems' grammar, its one-line error naming this script's flag."""
+    try:
+        return parse_system(text)
+    except SystemExit:
+        raise SystemExit(f"bench_failure_origin: {flag} wants LABEL=SOURCE[,SOURCE...], got {text!r}") from None
 
 
 def load_sets(label: str, sources: list[str]) -> dict:
     """{set name: DatasetResult} over a system's sources: eval JSONs or ``GRID.json:METHOD[@TYPE]`` grid cells, as
     bench_paired_systems reads them (redacted sets are skipped there)."""
-    from bench_paired_systems import load_system
-
     result = load_system(label, sources)
     if result.system["policy"] != "greedy":
         raise SystemExit(f"bench_failure_origin: {label}: its decodes are {result.system['policy']!r}; greedy failures "
@@ -97,6 +96,9 @@ def analyse(model_spec: str, reference: dict, systems: dict[str, dict], data_roo
                     raise SystemExit(f"bench_failure_origin: {name}: {e}") from None
             records, skipped = [], []
             for uid, kind, ref_text, hyp in new_failures(d, reference[name]):
+                if uid not in audio_of[name]:
+                    raise SystemExit(f"bench_failure_origin: {data_root / name}: no utterance {uid!r} (the decodes "
+                                     "are of another version of the set)")
                 audio = load_audio(audio_of[name][uid])
                 if len(audio) > 30 * SAMPLE_RATE:
                     skipped.append(uid)
@@ -194,10 +196,10 @@ def plot(res: dict, path: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference-model", required=True, help="the reference model (an alias such as tiny.en)")
-    p.add_argument("--reference", required=True, type=parse_labelled,
+    p.add_argument("--reference", required=True,
                    help="LABEL=SOURCE[,...] (an eval JSON or GRID.json:METHOD[@TYPE]): the reference model's greedy "
                         "decodes in the systems' runtime")
-    p.add_argument("--system", action="append", required=True, type=parse_labelled,
+    p.add_argument("--system", action="append", required=True,
                    help="LABEL=SOURCE[,...]: a system's greedy decodes (repeatable)")
     p.add_argument("--near-tie", type=float, default=NEAR_TIE,
                    help="gap in nats up to which a branch counts as the reference's own near tie "
@@ -206,9 +208,10 @@ def main(argv=None) -> int:
     add_common_args(p, "failure_origin.json")
     args = p.parse_args(argv)
     ensure_tarq_importable()
-    ref_label, ref_sources = args.reference
-    systems = dict(args.system)
-    if len(systems) != len(args.system):
+    ref_label, ref_sources = parse_labelled("--reference", args.reference)
+    parsed = [parse_labelled("--system", text) for text in args.system]
+    systems = dict(parsed)
+    if len(systems) != len(parsed):
         raise SystemExit("bench_failure_origin: two --system entries share a label")
     if args.dry_run:
         print(f"reference {ref_label} ({args.reference_model}): {ref_sources}\nsystems: {systems}\n"
