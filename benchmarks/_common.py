@@ -93,8 +93,22 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
-        return None
+        # a copy of the tree without its .git (a rented GPU machine gets the files only): the commit it was
+        # copied from, when the copier says so
+        return os.environ.get("TARQ_GIT_COMMIT") or None
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def gpu_info() -> dict[str, Any] | None:
+    """The CUDA device the run used, by name (None without one): benchmark JSONs name their GPU."""
+    if not cuda_available():
+        return None
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
+            "compute_capability": f"{props.major}.{props.minor}", "multiprocessors": props.multi_processor_count,
+            "cuda_runtime": torch.version.cuda, "device_count": torch.cuda.device_count()}
 
 
 def _mem_total_gb() -> float | None:
@@ -128,6 +142,7 @@ def machine_info() -> dict[str, Any]:
         "transformers": _version("transformers"),
         "pywhispercpp": _version("pywhispercpp"),
         "cuda": cuda_available(),
+        **({"gpu": gpu_info()} if cuda_available() else {}),
         "git_commit": _git_commit(),
     }
 

