@@ -255,6 +255,24 @@ def test_calib_sample_moves_with_its_tensors(samples):
     assert torch.equal(moved.features, s.features) and torch.equal(moved.tail, s.tail)
 
 
+def test_gpu_calibration_runs_without_tf32_and_restores_the_flags():
+    """Inside, neither cuBLAS matmuls nor cuDNN convolutions may use TF32; outside, the caller's flags stand."""
+    from tarq.calib.pipeline import ieee_float32_on_cuda
+
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (cuda.allow_tf32, cudnn.allow_tf32)
+    try:
+        cuda.allow_tf32 = cudnn.allow_tf32 = True
+        with ieee_float32_on_cuda():
+            assert not cuda.allow_tf32 and not cudnn.allow_tf32
+        assert cuda.allow_tf32 and cudnn.allow_tf32
+        with pytest.raises(RuntimeError), ieee_float32_on_cuda():
+            raise RuntimeError("a failing calibration")
+        assert cuda.allow_tf32 and cudnn.allow_tf32
+    finally:
+        cuda.allow_tf32, cudnn.allow_tf32 = saved
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_calibration_on_cuda_matches_cpu(loaded, samples, tarq_result):
     """The whole pipeline on the GPU (forward, statistics, solves; the CUDA sweep when built): float32 GEMMs

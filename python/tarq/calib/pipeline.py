@@ -15,6 +15,7 @@ Decoder positions are teacher-forced on identical tokens (prompt + transcript + 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
@@ -263,9 +264,32 @@ def plan_lattices(model: torch.nn.Module, adapter: ModelAdapter, plan: TypePlan)
     return {n: plan.lattice_for(n, shape) for group in groups for n, shape in group}
 
 
+@contextlib.contextmanager
+def ieee_float32_on_cuda():
+    """No TF32 while calibrating on a GPU. PyTorch lets cuDNN convolutions round float32 inputs to TF32 (10-bit
+    mantissa) by default, so Whisper's conv front end, and with it every encoder activation and second moment,
+    carries ~1e-3 relative error that the CPU run does not have (measured on an H200: docs/kernels.md "CUDA").
+    The statistics are accumulated in float64; their inputs should be float32 as on the CPU."""
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (cuda.allow_tf32, cudnn.allow_tf32)
+    cuda.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cuda.allow_tf32, cudnn.allow_tf32 = saved
+
+
 def run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
                     method: QuantMethod, plan: TypePlan, cfg: CalibConfig) -> CalibrationResult:
     """Quantize every weight of ``adapter.blocks(model)`` onto the plan's types; ``model`` (FP) is left untouched."""
+    if any(p.is_cuda for p in model.parameters()):
+        with ieee_float32_on_cuda():
+            return _run_calibration(model, adapter, samples, method, plan, cfg)
+    return _run_calibration(model, adapter, samples, method, plan, cfg)
+
+
+def _run_calibration(model: torch.nn.Module, adapter: ModelAdapter, samples: list[CalibSample],
+                     method: QuantMethod, plan: TypePlan, cfg: CalibConfig) -> CalibrationResult:
     from tqdm.auto import tqdm
 
     timer = Timer()
