@@ -34,6 +34,7 @@ SECTIONS = {
     "quant_speed_n128_v3": ("bench_quant_speed", "bench_quant_speed_n128_v3.json"),
     "quant_speed_types": ("bench_quant_speed", "bench_quant_speed_types.json"),
     "quant_speed_gpu": ("bench_quant_speed", "bench_quant_speed_gpu.json"),
+    "gptq_cuda": ("bench_gptq_cuda", "bench_gptq_cuda.json"),
     "runtime_workers": ("bench_runtime_workers", "bench_runtime_workers.json"),
     "fuzz_inputs": ("fuzz_inputs", "fuzz_inputs.json"),
     "lattice_error": ("bench_lattice_error", "bench_lattice_error.json"),

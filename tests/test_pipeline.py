@@ -275,17 +275,29 @@ def test_gpu_calibration_runs_without_tf32_and_restores_the_flags():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_calibration_on_cuda_matches_cpu(loaded, samples, tarq_result):
-    """The whole pipeline on the GPU (forward, statistics, solves; the CUDA sweep when built): float32 GEMMs
-    in another order may move a few codes across a rounding boundary, no more."""
+    """The whole pipeline on the GPU (forward, statistics, solves; the CUDA sweep when built) is as good as the CPU
+    run, layer by layer. Equal codes is not the contract: the forward passes sum float32 products in another order
+    (cuBLAS/cuDNN vs the CPU's), and GPTQ's error feedback carries any code that flips into the rest of its row, so
+    where H is ill-conditioned (this test's decoder layers see ~30 token positions) whole row tails differ. On an
+    H200 (docs/kernels.md "CUDA"): mean code agreement 0.975-0.979, encoder tensors >= 0.998, the GPU/CPU ratio of
+    each layer's relative error median 1.000, range [0.87, 1.05]. The CUDA sweep itself, given the same W and U,
+    gives the CPU's codes exactly (bench_gptq_cuda.py, test_kernels_cuda.py)."""
     import copy
+    import statistics
 
     model = copy.deepcopy(loaded.model).to("cuda")
     res = run_calibration(model, WhisperAdapter(), samples, get_method("tarq"), FMT, CalibConfig(progress=False))
+    agree, ratio = {}, {}
     for name, ref in tarq_result.quantized.items():
         got = res.quantized[name]
         assert got.data.shape == ref.data.shape, name
-        agree = float((torch.from_numpy(got.codes()) == torch.from_numpy(ref.codes())).float().mean())
-        assert agree >= 0.99, f"{name}: only {agree:.4f} of the codes agree with the CPU run"
+        agree[name] = float((torch.from_numpy(got.codes()) == torch.from_numpy(ref.codes())).float().mean())
+        if tarq_result.layers.get(name, {}).get("rel_err"):
+            ratio[name] = res.layers[name]["rel_err"] / tarq_result.layers[name]["rel_err"]
+    assert statistics.mean(agree.values()) >= 0.95, agree
+    assert all(v >= 0.99 for k, v in agree.items() if ".encoder." in k), agree
+    assert 0.98 <= statistics.median(ratio.values()) <= 1.02, ratio
+    assert all(0.8 <= v <= 1.25 for v in ratio.values()), ratio
 
 
 def test_codes_do_not_depend_on_the_thread_count(loaded, samples, tarq_result):

@@ -267,9 +267,10 @@ def plan_lattices(model: torch.nn.Module, adapter: ModelAdapter, plan: TypePlan)
 @contextlib.contextmanager
 def ieee_float32_on_cuda():
     """No TF32 while calibrating on a GPU. PyTorch lets cuDNN convolutions round float32 inputs to TF32 (10-bit
-    mantissa) by default, so Whisper's conv front end, and with it every encoder activation and second moment,
-    carries ~1e-3 relative error that the CPU run does not have (measured on an H200: docs/kernels.md "CUDA").
-    The statistics are accumulated in float64; their inputs should be float32 as on the CPU."""
+    mantissa) by default, so Whisper's conv front end would feed every encoder activation and second moment at a
+    precision the CPU run does not have. The statistics are float64 sums of float32 activations on the CPU; on
+    the GPU they should be too. (On an H200 this did not measurably change how many codes the GPU run shares with
+    the CPU run: docs/kernels.md "CUDA".)"""
     cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = (cuda.allow_tf32, cudnn.allow_tf32)
     cuda.allow_tf32 = cudnn.allow_tf32 = False
