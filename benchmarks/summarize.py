@@ -79,6 +79,8 @@ SECTIONS = {
     "iq4_nl_default_base": ("bench_paired_systems", "iq4_nl_default_base.json"),
     "failure_origin_tiny": ("bench_failure_origin", "failure_origin_tiny.json"),
     "failure_origin_base": ("bench_failure_origin", "failure_origin_base.json"),
+    "failure_origin_q8_0_tiny": ("bench_failure_origin", "failure_origin_q8_0_tiny.json"),
+    "failure_origin_q8_0_base": ("bench_failure_origin", "failure_origin_q8_0_base.json"),
     "iq4_nl_default_base_tts": ("bench_paired_systems", "iq4_nl_default_base_tts.json"),
     "iq4_nl_default_base_austen": ("bench_paired_systems", "iq4_nl_default_base_austen.json"),
     "iq4_nl_default_base_default_policy": ("bench_paired_systems", "iq4_nl_default_base_default_policy.json"),
