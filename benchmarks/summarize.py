@@ -73,6 +73,7 @@ SECTIONS = {
     "lattice_refit_base": ("bench_lattice_error", "lattice_refit_base.json"),
     "layer_error_refit_tiny": ("bench_layer_error", "layer_error_refit_tiny_q4_0.json"),
     "refit_tiny": ("bench_paired_systems", "refit_tiny_q4_0.json"),
+    "refit_gptq_tiny": ("bench_paired_systems", "refit_gptq_tiny_q4_0.json"),
     "refit_tiny_default_policy": ("bench_paired_systems", "refit_tiny_q4_0_default_policy.json"),
     "iq4_nl_default_tiny": ("bench_paired_systems", "iq4_nl_default_tiny.json"),
     "iq4_nl_default_tiny_default_policy": ("bench_paired_systems", "iq4_nl_default_tiny_default_policy.json"),
