@@ -142,7 +142,7 @@ def machine_info() -> dict[str, Any]:
         "transformers": _version("transformers"),
         "pywhispercpp": _version("pywhispercpp"),
         "cuda": cuda_available(),
-        **({"gpu": gpu_info()} if cuda_available() else {}),
+        **({"gpu": gpu} if (gpu := gpu_info()) else {}),
         "git_commit": _git_commit(),
     }
 

@@ -176,8 +176,6 @@ def render_markdown(res: dict) -> str:
 
 def plot(res: dict, path: Path) -> None:
     plt = pyplot()
-    if plt is None:
-        return
     fig, ax = plt.subplots(figsize=(7, 3.2))
     colours = {True: "tab:orange", False: "tab:blue"}
     labels = list(res["systems"])

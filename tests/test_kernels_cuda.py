@@ -26,21 +26,25 @@ HARNESS_SOURCES = ["sweep.cpp", "sweep_generic.cpp", "lattice_ops.cpp", "cholesk
                    "kernels_generic.cpp", "blas.cpp", "cholesky_blas.cpp"]
 
 
-def _build_harness(nvcc: str, exe: Path) -> subprocess.CompletedProcess:
-    srcs = [CUDA_DIR / "validate_sweep.cu", CUDA_DIR / "sweep.cu", CUDA_DIR / "gemm.cu"] + [
-        ROOT / "csrc" / s for s in HARNESS_SOURCES]
-    return subprocess.run([nvcc, "-O3", "-std=c++17", "--fmad=false", "-Xcompiler", "-fopenmp,-ffp-contract=off",
-                           "-I", str(ROOT / "csrc"), *map(str, srcs), "-o", str(exe)],
-                          capture_output=True, text=True, timeout=600)
-
-
-def test_cuda_validation_harness_compiles_and_links(tmp_path):
-    """docs/kernels.md's stand-alone harness command builds: every symbol the CPU reference needs is in its
-    source list (the first GPU run found cholesky_blas.cpp missing: a link error no compile-only check sees)."""
+@pytest.fixture(scope="module")
+def harness_build(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """docs/kernels.md's stand-alone harness, built once per run (nvcc takes ~30 s) for the link check and, on a
+    GPU, the run."""
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc not installed")
-    proc = _build_harness(nvcc, tmp_path / "validate_sweep")
+    exe = tmp_path_factory.mktemp("harness") / "validate_sweep"
+    srcs = [CUDA_DIR / "validate_sweep.cu", CUDA_DIR / "sweep.cu", CUDA_DIR / "gemm.cu"] + [
+        ROOT / "csrc" / s for s in HARNESS_SOURCES]
+    return exe, subprocess.run([nvcc, "-O3", "-std=c++17", "--fmad=false", "-Xcompiler",
+                                "-fopenmp,-ffp-contract=off", "-I", str(ROOT / "csrc"), *map(str, srcs), "-o",
+                                str(exe)], capture_output=True, text=True, timeout=600)
+
+
+def test_cuda_validation_harness_compiles_and_links(harness_build):
+    """docs/kernels.md's stand-alone harness command builds: every symbol the CPU reference needs is in its
+    source list (the first GPU run found cholesky_blas.cpp missing: a link error no compile-only check sees)."""
+    _, proc = harness_build
     assert proc.returncode == 0, proc.stderr
     doc = (ROOT / "docs" / "kernels.md").read_text()
     assert all(f"csrc/{s}" in doc for s in HARNESS_SOURCES), "docs/kernels.md's harness command lacks a source"
@@ -110,10 +114,8 @@ def test_cuda_sweep_matches_cpu_for_every_type(m, n):
 
 @pytest.mark.cuda
 @needs_gpu
-def test_cuda_validation_harness_runs(tmp_path):
-    nvcc = _nvcc()
-    exe = tmp_path / "validate_sweep"
-    built = _build_harness(nvcc, exe)
+def test_cuda_validation_harness_runs(harness_build):
+    exe, built = harness_build
     assert built.returncode == 0, built.stderr
     for args in ([], ["512", "512", "12", "256", "128"], ["384", "384", "20", "32", "128"]):  # Q4_0, Q4_K, IQ4_NL
         proc = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
