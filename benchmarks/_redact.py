@@ -31,6 +31,8 @@ def _restricted_texts(doc: dict):
             if _set_name(name):
                 yield name, f"systems[{s.get('key')}].hyps.{name}", hyps, (name,)
     for mname, m in (doc.get("models") or {}).items():                 # the older bench_accuracy layout
+        if not isinstance(m, dict):
+            continue
         for backend, systems in (m.get("systems") or {}).items():
             for method, entry in systems.items():
                 for d in (entry.get("result") or {}).get("datasets") or []:

@@ -85,6 +85,8 @@ SECTIONS = {
     "iq4_nl_default_base_tts": ("bench_paired_systems", "iq4_nl_default_base_tts.json"),
     "iq4_nl_default_base_austen": ("bench_paired_systems", "iq4_nl_default_base_austen.json"),
     "iq4_nl_default_base_default_policy": ("bench_paired_systems", "iq4_nl_default_base_default_policy.json"),
+    "scale_tune_tiny": ("bench_paired_systems", "scale_tune_tiny_iq4_nl.json"),
+    "token_kl_tiny": ("bench_token_kl", "token_kl_tiny_iq4_nl.json"),
 }
 
 

@@ -16,6 +16,7 @@ from ..methods.base import QuantMethod
 from ..models.adapter import CalibSample, ModelAdapter, get_adapter
 from .memory import RssSampler, peak_rss_mb
 from .pipeline import CalibConfig, apply_method_overrides, calib_config_dict, plan_lattices, run_calibration
+from .scale_tune import tune_block_floats
 from .selection import select_calibration
 
 log = logging.getLogger(__name__)
@@ -190,9 +191,11 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
 
     samples, calib_info = [], {}
     t0 = time.perf_counter()
-    if method.needs_stats:
+    tune = cfg.scale_tune_options()
+    if method.needs_stats or tune.mode != "none":
         if not utterances:
-            raise ValueError(f"method {method.name!r} needs calibration data, but the calibration set is empty")
+            why = f"method {method.name!r}" if method.needs_stats else f"--scale-tune {tune.mode}"
+            raise ValueError(f"{why} needs calibration data, but the calibration set is empty")
         chosen = select_calibration(utterances, cfg.n_calib, cfg.seed, cfg.calib_select, calib_origin,
                                     cfg.zipf_threshold)
         samples, calib_info = prepare_samples(loaded, adapter, chosen, cfg)
@@ -202,11 +205,19 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
     model.to(device)
     try:
         with RssSampler() as rss:
-            result = run_calibration(model, adapter, samples, method, plan, cfg)
+            result = run_calibration(model, adapter, samples if method.needs_stats else [], method, plan, cfg)
+            tuned, tune_report = None, None
+            if tune.mode != "none":
+                t0 = time.perf_counter()
+                tuned, tune_report = tune_block_floats(
+                    model, adapter, samples, {n: (r.qtype, r.data.cpu().numpy()) for n, r in result.quantized.items()},
+                    result.floats, tune, progress=cfg.progress)
+                result.timing["scale_tune"] = time.perf_counter() - t0
     finally:
         model.to(home)   # the caller's model comes back where it was
 
-    quantized = {n: QuantizedTensor(r.qtype, r.data.cpu().contiguous(), tuple(r.dequant.shape))
+    quantized = {n: QuantizedTensor(r.qtype, (torch.from_numpy(tuned[n]) if tuned else r.data.cpu()).contiguous(),
+                                    tuple(r.dequant.shape))
                  for n, r in result.quantized.items()}
     tied = adapter.tied_parameters(model)
     floats = {k: v.detach().float().cpu() for k, v in model.state_dict().items()
@@ -227,6 +238,7 @@ def quantize_loaded_model(loaded, method: QuantMethod, plan: TypePlan | str, utt
         "memory": {"peak_rss_mb": peak_rss_mb(), "peak_rss_mb_by_phase": rss.peaks(result.spans)},
         "tied_parameters": tied,
         **({"analysis": result.analysis} if result.analysis else {}),
+        **({"scale_tune": tune_report} if tune_report else {}),
         "layers": result.layers,
     }
     meta = {"method": method.name, "source_model": getattr(loaded, "name", None), "format": plan.default.name,

@@ -34,6 +34,7 @@ from ..methods.rtn import rtn_quantize
 from ..models.adapter import FRAMES, CalibSample, ModelAdapter
 from .analysis import POSITION_WEIGHTS_KEY, AnalysisOptions, analyse
 from .memory import release_free_memory
+from .scale_tune import ScaleTuneOptions
 from .stats import (SHRINKAGE, FoldedStatsAccumulator, GroupStats, StatsAccumulator, shrink_offdiagonal,
                     shrinkage_intensity)
 
@@ -106,6 +107,18 @@ class CalibConfig:
     # the float bias the runtimes read; "mean-tokens": only the groups whose rows are token positions (Whisper's
     # decoder; not the encoder, whose means are mostly the padding frames'); "none": the FP bias.
     bias_correction: str = "none"
+    # After the solve, the block floats (d, m, dmin) of every quantized weight tuned end to end against the FP
+    # model's teacher-forced token distributions, codes fixed, epoch chosen on held-out calibration utterances
+    # (calib/scale_tune.py, docs/methods.md "End-to-end float tuning"): "none" | "kl".
+    scale_tune: str = "none"
+    scale_tune_epochs: int = 3
+    scale_tune_lr: float = 1e-3
+    scale_tune_batch: int = 4
+    scale_tune_holdout: float = 0.125
+
+    def scale_tune_options(self) -> ScaleTuneOptions:
+        return ScaleTuneOptions(mode=self.scale_tune, epochs=self.scale_tune_epochs, lr=self.scale_tune_lr,
+                                batch=self.scale_tune_batch, holdout=self.scale_tune_holdout, seed=self.seed)
 
     def analysis_options(self) -> AnalysisOptions:
         return AnalysisOptions(sensitivity=self.sensitivity, sensitivity_labels=self.sensitivity_labels,
@@ -138,6 +151,7 @@ class CalibConfig:
         if self.pad_stride < 1 or self.pad_margin < 0:
             raise ValueError(f"pad_stride must be >= 1 and pad_margin >= 0, got {self.pad_stride}, {self.pad_margin}")
         self.analysis_options()   # validates the analysis options
+        self.scale_tune_options()  # and the float tuning's
 
 
 def apply_method_overrides(cfg: CalibConfig, method: QuantMethod) -> CalibConfig:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..calib.analysis import FRAME_TAGS, SENSITIVITY, SENSITIVITY_LABELS
 from ..calib.pipeline import BIAS_CORRECTION, ENCODER_MODES
 from ..calib.selection import STRATEGIES
+from ..calib.scale_tune import SCALE_TUNE
 from ..calib.stats import SHRINKAGE
 from ..lexicon import DEFAULT_ZIPF_THRESHOLD
 
@@ -107,6 +108,17 @@ def register(subparsers) -> None:
     p.add_argument("--encoder", choices=ENCODER_MODES, default="method",
                    help="the audio encoder's Linears: the chosen method (default) or whisper.cpp's RTN, with no "
                         "encoder statistics (tiny.en: half the time) and the decoder calibrated on the RTN encoder's output")
+    t = p.add_argument_group("end-to-end float tuning (docs/methods.md \"End-to-end float tuning\")")
+    t.add_argument("--scale-tune", choices=SCALE_TUNE, default="none",
+                   help="after the solve, tune every quantized weight's stored block floats (d, m, dmin; codes "
+                        "fixed) so that the model's teacher-forced token distributions on the calibration "
+                        "transcripts match the FP model's (kl), keeping the epoch with the lowest KL on held-out "
+                        "calibration utterances, the solver's own floats included; or not (none, default)")
+    t.add_argument("--scale-tune-epochs", type=int, default=3, help="passes over the training utterances (default 3)")
+    t.add_argument("--scale-tune-lr", type=float, default=1e-3,
+                   help="Adam's step on the floats' relative offsets (default 1e-3)")
+    t.add_argument("--scale-tune-holdout", type=float, default=0.125,
+                   help="share of the calibration utterances held out to choose the epoch (default 0.125)")
     a = p.add_argument_group("FP analysis pass (docs/methods.md: loss sensitivity, encoder-frame tags)")
     a.add_argument("--sensitivity", choices=SENSITIVITY, default="none",
                    help="weight each position's statistics by the squared gradient, at the layer's output, of the token "
@@ -196,14 +208,17 @@ def run(args: argparse.Namespace) -> int:
                       sensitivity=args.sensitivity, sensitivity_labels=args.sensitivity_labels,
                       sensitivity_mix=args.sensitivity_mix, frame_tags=args.frame_tags,
                       frame_dilation=args.frame_dilation, shrinkage=args.shrinkage, augment=args.augment,
-                      bias_correction=args.bias_correction,
+                      bias_correction=args.bias_correction, scale_tune=args.scale_tune,
+                      scale_tune_epochs=args.scale_tune_epochs, scale_tune_lr=args.scale_tune_lr,
+                      scale_tune_holdout=args.scale_tune_holdout,
                       augment_copies=args.augment_copies, progress=not args.no_progress)
     if cfg.bias_correction != "none" and not method.needs_stats:
         raise ValueError(f"--bias-correction needs calibration statistics; --method {args.method} is data-free")
     utterances, origin = [], None
-    if method.needs_stats:
+    if method.needs_stats or cfg.scale_tune != "none":
         if not args.calib:
-            raise ValueError(f"--method {args.method} needs calibration data: pass --calib DATA")
+            why = f"--method {args.method}" if method.needs_stats else f"--scale-tune {cfg.scale_tune}"
+            raise ValueError(f"{why} needs calibration data: pass --calib DATA")
         from ..calib.selection import combine_sources
         from ..data import dataset_name, load_dataset
 
