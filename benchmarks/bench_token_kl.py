@@ -30,16 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (RunMeta, add_common_args, ensure_tarq_importable, markdown_table, pyplot,  # noqa: E402
                      save_and_report, save_plot, subset)
+from bench_layer_error import parse_system  # noqa: E402  (LABEL=MODEL)
 
 N_BOOT = 2000
 POOLED = "pooled"
-
-
-def parse_system(text: str) -> tuple[str, str]:
-    label, sep, spec = text.partition("=")
-    if not sep or not label.strip() or not spec.strip():
-        raise argparse.ArgumentTypeError(f"--system wants LABEL=MODEL, got {text!r}")
-    return label.strip(), spec.strip()
 
 
 def score(systems: dict[str, str], datasets: dict[str, list], note: str) -> dict[str, dict]:
