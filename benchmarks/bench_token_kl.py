@@ -6,7 +6,9 @@ every position. With the reference transcript forced, this benchmark scores each
 system (the first ``--system``, normally F16) at every position of every utterance (tarq.eval.token_kl, eq. 1):
 * the per-position mean KL(reference ‖ system), per set and pooled, with a bootstrap 95 % CI;
 * top-1 agreement (share of positions where both put the same token first);
-* each system minus each ``--versus`` system, paired on the same positions, with its CI.
+* the same over the **rare positions** only (those predicting a token of a rare word: wordfreq Zipf < 3, the
+  calibration's and the scoring's one definition), where the words a tail-aware quantizer protects are decided;
+* each system minus each ``--versus`` system, paired on the same positions, with its CI (all and rare).
 That is llama.cpp's ``perplexity --kl-divergence`` measure for language models, here for an ASR decoder on held-out
 speech.
 
@@ -74,9 +76,11 @@ def score(systems: dict[str, str], datasets: dict[str, list], note: str) -> dict
             with torch.inference_mode():
                 ref_logits = adapter.analysis_forward(ref.model, sample)[0]
                 for label in out:
-                    k = utterance_kl(ref_logits, adapter.analysis_forward(models[label].model, sample)[0], n_prompt)
+                    k = utterance_kl(ref_logits, adapter.analysis_forward(models[label].model, sample)[0], n_prompt,
+                                     rare=sample.tail)
                     out[label][name].append({"id": u.id, "kl_sum": k.kl_sum, "rows": k.rows,
-                                             "top1_same": k.top1_same, "kl_max": k.kl_max})
+                                             "top1_same": k.top1_same, "kl_max": k.kl_max,
+                                             "kl_sum_rare": k.kl_sum_rare, "rows_rare": k.rows_rare})
             if (i + 1) % 50 == 0 or i + 1 == len(utts):
                 print(f"  {name}: {i + 1}/{len(utts)}{note}", file=sys.stderr, flush=True)
     return out
@@ -85,7 +89,8 @@ def score(systems: dict[str, str], datasets: dict[str, list], note: str) -> dict
 def _utts(recs: list[dict]):
     from tarq.eval.token_kl import UtteranceKL
 
-    return [UtteranceKL(r["kl_sum"], r["rows"], r["top1_same"], r["kl_max"]) for r in recs]
+    return [UtteranceKL(r["kl_sum"], r["rows"], r["top1_same"], r["kl_max"], r.get("kl_sum_rare", 0.0),
+                        r.get("rows_rare", 0)) for r in recs]
 
 
 def summarize(scores: dict[str, dict], sets: list[str], versus: list[str]) -> tuple[dict, list[dict]]:
@@ -102,6 +107,10 @@ def summarize(scores: dict[str, dict], sets: list[str], versus: list[str]) -> tu
             mean, lo, hi = pooled_kl(utts, n_boot=N_BOOT)
             summary[label][g] = {"kl": mean, "lo": lo, "hi": hi, "top1": top1_agreement(utts),
                                  "utts": sum(len(u) for u in utts), "rows": sum(x.rows for u in utts for x in u)}
+            rare_rows = sum(x.rows_rare for u in utts for x in u)
+            if rare_rows:
+                mean, lo, hi = pooled_kl(utts, n_boot=N_BOOT, rare=True)
+                summary[label][g].update({"kl_rare": mean, "lo_rare": lo, "hi_rare": hi, "rows_rare": rare_rows})
     pairs = []
     for other in versus:
         for label, per_set in scores.items():
@@ -109,10 +118,15 @@ def summarize(scores: dict[str, dict], sets: list[str], versus: list[str]) -> tu
                 continue
             row = {"system": label, "versus": other, "sets": {}}
             for g, members in groups.items():
-                d, lo, hi = paired_kl([_utts(per_set[s]) for s in members],
-                                      [_utts(scores[other][s]) for s in members], n_boot=N_BOOT)
+                a, b = [_utts(per_set[s]) for s in members], [_utts(scores[other][s]) for s in members]
+                d, lo, hi = paired_kl(a, b, n_boot=N_BOOT)
                 row["sets"][g] = {"diff": d, "lo": lo, "hi": hi,
                                   "rel": d / summary[other][g]["kl"] if summary[other][g]["kl"] else None}
+                if "kl_rare" in summary[other][g]:
+                    d, lo, hi = paired_kl(a, b, n_boot=N_BOOT, rare=True)
+                    base = summary[other][g]["kl_rare"]
+                    row["sets"][g].update({"diff_rare": d, "lo_rare": lo, "hi_rare": hi,
+                                           "rel_rare": d / base if base else None})
             pairs.append(row)
     return summary, pairs
 
@@ -141,11 +155,36 @@ def render_markdown(res: dict) -> str:
                 cells.append(f"{c['diff']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]{rel}")
             rows.append([f"{p['system']} − {p['versus']}", *cells])
         parts += [markdown_table(["pair", *groups], rows, "l" + "r" * len(groups)), ""]
+    parts += _render_rare(res, groups)
     meta = res["meta"]
     limit = f"; limit {res['limit']}" if res.get("limit") else ""
     parts.append(f"Computed {meta['finished']} on {meta['machine'].get('cpu')} ({meta['wall_s']:.0f} s, tarq "
                  f"{(meta['machine'].get('git_commit') or '?')[:7]}){limit}.")
     return "\n".join(parts)
+
+
+def _render_rare(res: dict, groups: list[str]) -> list[str]:
+    """The rare-position tables (results from before they existed have none)."""
+    first = res["summary"][next(iter(res["summary"]))]
+    if not all("kl_rare" in first[g] for g in groups):
+        return []
+    counts = ", ".join(f"{g} {first[g]['rows_rare']}" for g in groups)
+    parts = [f"Rare positions only (rows predicting a token of a rare word, Zipf < 3; rows per set: {counts}):", ""]
+    rows = [[label, *(f"{per[g]['kl_rare']:.4f} [{per[g]['lo_rare']:.4f}, {per[g]['hi_rare']:.4f}]" for g in groups)]
+            for label, per in res["summary"].items()]
+    parts += [markdown_table(["system", *groups], rows, "l" + "r" * len(groups)), ""]
+    rows = []
+    for p in res["pairs"]:
+        cells = []
+        for g in groups:
+            c = p["sets"][g]
+            rel = "" if c.get("rel_rare") is None else f" ({100 * c['rel_rare']:+.1f} %)"
+            cells.append(f"{c['diff_rare']:+.4f} [{c['lo_rare']:+.4f}, {c['hi_rare']:+.4f}]{rel}")
+        rows.append([f"{p['system']} − {p['versus']}", *cells])
+    if rows:
+        parts += ["Paired differences on the rare positions:", "",
+                  markdown_table(["pair", *groups], rows, "l" + "r" * len(groups)), ""]
+    return parts
 
 
 def plot(res: dict, path: Path) -> None:

@@ -50,6 +50,22 @@ def test_utterance_kl_scores_the_text_and_eot_rows_only_against_a_plain_loop():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_rare_rows_are_summed_on_their_own():
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(6, 9, generator=g, dtype=torch.float64)
+    sys_ = ref + 0.5 * torch.randn(6, 9, generator=g, dtype=torch.float64)
+    rare = torch.tensor([True, False, True, False, True, True])    # row 0 is a prompt row: never scored
+    u = utterance_kl(ref, sys_, 2, rare=rare)
+    want = [_kl(ref[r].tolist(), sys_[r].tolist()) for r in (2, 4, 5)]
+    assert u.rows_rare == 3 and u.kl_sum_rare == pytest.approx(sum(want), rel=1e-9)
+    assert u.kl_sum == pytest.approx(utterance_kl(ref, sys_, 2).kl_sum)
+    a, b = [[u]], [[utterance_kl(ref, ref, 2, rare=rare)]]
+    assert pooled_kl(a, n_boot=100, rare=True)[0] == pytest.approx(sum(want) / 3)
+    assert paired_kl(a, b, n_boot=100, rare=True)[0] == pytest.approx(sum(want) / 3)
+    with pytest.raises(ValueError, match="rare tags"):
+        utterance_kl(ref, sys_, 2, rare=rare[:5])
+
+
 def test_bad_shapes_are_errors():
     with pytest.raises(ValueError, match="must be the same"):
         utterance_kl(torch.zeros(3, 4), torch.zeros(3, 5), 1)
@@ -80,6 +96,7 @@ def test_bench_pairs_a_model_with_itself_at_zero(tmp_path):
     res = json.loads(out.read_text())
     s = res["summary"]["same"]["eval"]
     assert s["utts"] == 2 and s["kl"] == pytest.approx(0.0, abs=1e-9) and s["top1"] == 1.0
+    assert s["rows_rare"] > 0 and s["kl_rare"] == pytest.approx(0.0, abs=1e-9)   # the demo clips have rare words
     pair = res["pairs"][0]
     assert pair["system"] == "again" and pair["sets"]["eval"]["diff"] == pytest.approx(0.0, abs=1e-9)
     assert all("text" not in u and "hyp" not in u for u in res["per_utterance"]["same"]["eval"])   # ids and numbers only
