@@ -87,6 +87,7 @@ SECTIONS = {
     "iq4_nl_default_base_default_policy": ("bench_paired_systems", "iq4_nl_default_base_default_policy.json"),
     "scale_tune_tiny": ("bench_paired_systems", "scale_tune_tiny_iq4_nl.json"),
     "token_kl_tiny": ("bench_token_kl", "token_kl_tiny_iq4_nl.json"),
+    "token_kl_tiny_methods": ("bench_token_kl", "token_kl_tiny_iq4_nl_methods.json"),
 }
 
 
