@@ -98,9 +98,10 @@ class BlockFloats:
 
     def stored(self) -> tuple[np.ndarray, dict[str, float]]:
         """The ggml bytes with the tuned floats at fp16 (a block whose float would not be finite at fp16 keeps the
-        solver's), and a summary of how far they moved."""
-        if not self.fields:
-            return self.data, {"blocks": 0, "blocks_changed": 0, "median_rel_change": 0.0, "max_rel_change": 0.0}
+        solver's), and a summary of how far they moved. With every offset 0 these are the solver's own bytes."""
+        if not self.fields or not bool(self.offset.detach().any()):
+            return self.data, {"blocks": int(self.p0[0].numel()) if self.fields else 0, "blocks_changed": 0,
+                               "median_rel_change": 0.0, "max_rel_change": 0.0}
         new = self.params.copy()
         p = self.values(rounded=True).detach().cpu().numpy()
         changed = np.zeros(self.params.shape, dtype=bool)
@@ -115,7 +116,7 @@ class BlockFloats:
             changed |= v != self.params[f]
             nz = old != 0
             rel.append(np.abs(v.astype(np.float32)[nz] / old[nz] - 1))
-        rel = np.concatenate(rel) if rel else np.zeros(0)
+        rel = np.concatenate(rel)
         data = self.qtype.encode(self.codes, new)
         return data, {"blocks": int(changed.size), "blocks_changed": int(changed.sum()),
                       "median_rel_change": float(np.median(rel)) if rel.size else 0.0,
@@ -147,8 +148,8 @@ def _split(n: int, holdout: float, seed: int) -> tuple[list[int], list[int]]:
 
 
 def tune_block_floats(model_fp: torch.nn.Module, adapter, samples: Sequence,
-                      quantized: dict[str, tuple[Any, np.ndarray]], floats: dict[str, torch.Tensor], opts: ScaleTuneOptions, progress: bool = False
-                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                      quantized: dict[str, tuple[Any, np.ndarray]], floats: dict[str, torch.Tensor],
+                      opts: ScaleTuneOptions, progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Tune the block floats of every quantized weight (eq. 1–2).
 
     ``quantized``: weight name -> (ggml type, bytes uint8 [rows, row_bytes]); ``floats``: float parameters that
@@ -160,6 +161,7 @@ def tune_block_floats(model_fp: torch.nn.Module, adapter, samples: Sequence,
 
     train, hold = _split(len(samples), opts.holdout, opts.seed)
     device = next(model_fp.parameters()).device
+    samples = [s.to(device) for s in samples]      # once: every epoch reads them again
     aliases: dict[str, list[str]] = {n: [n] for n in quantized}
     for alias, target in adapter.tied_parameters(model_fp).items():
         if target in aliases:
@@ -168,7 +170,7 @@ def tune_block_floats(model_fp: torch.nn.Module, adapter, samples: Sequence,
     with torch.no_grad():
         teacher = []
         for s in tqdm(samples, desc="scale tune: FP targets", disable=not progress, leave=False):
-            logits = adapter.analysis_forward(model_fp, s.to(device))[0]
+            logits = adapter.analysis_forward(model_fp, s)[0]
             teacher.append(torch.log_softmax(logits.float(), dim=-1))
 
     student = copy.deepcopy(model_fp).eval().requires_grad_(False)
@@ -194,8 +196,7 @@ def tune_block_floats(model_fp: torch.nn.Module, adapter, samples: Sequence,
     def mean_kl(idx: list[int]) -> float:
         with torch.no_grad():
             install(rounded=True)
-            return float(np.mean([float(token_kl(teacher[i],
-                                                  adapter.analysis_forward(student, samples[i].to(device))[0]))
+            return float(np.mean([float(token_kl(teacher[i], adapter.analysis_forward(student, samples[i])[0]))
                                   for i in idx]))
 
     # every score is taken with the floats at fp16, as the file stores them
@@ -214,7 +215,7 @@ def tune_block_floats(model_fp: torch.nn.Module, adapter, samples: Sequence,
             # through eq. (1) per step then carries their summed gradient to the offsets
             weights = install(rounded=False, leaves=True)
             for i in batch:
-                loss = token_kl(teacher[i], adapter.analysis_forward(student, samples[i].to(device))[0]) / len(batch)
+                loss = token_kl(teacher[i], adapter.analysis_forward(student, samples[i])[0]) / len(batch)
                 loss.backward()
                 losses.append(float(loss.detach()) * len(batch))
             pairs = [(w, leaf.grad) for w, leaf in weights.values() if leaf.grad is not None]
@@ -233,15 +234,10 @@ def tune_block_floats(model_fp: torch.nn.Module, adapter, samples: Sequence,
     new_data, layers = {}, {}
     with torch.no_grad():
         for (n, b), off in zip(blocks.items(), best):
-            b.offset.copy_(off)
-            if best_epoch == 0:
-                new_data[n] = b.data
-                layers[n] = {"blocks": int(b.p0[0].numel()) if b.fields else 0, "blocks_changed": 0,
-                             "median_rel_change": 0.0, "max_rel_change": 0.0}
-            else:
-                new_data[n], layers[n] = b.stored()
-                if not np.array_equal(b.qtype.decode(new_data[n], b.n)[0], b.codes):
-                    raise AssertionError(f"scale tune changed the codes of {n}")   # a bug, never an input
+            b.offset.copy_(off)              # epoch 0: all zero, so stored() gives the solver's bytes
+            new_data[n], layers[n] = b.stored()
+            if not np.array_equal(b.qtype.decode(new_data[n], b.n)[0], b.codes):
+                raise AssertionError(f"scale tune changed the codes of {n}")   # a bug, never an input
     report = {"mode": opts.mode, "epochs": opts.epochs, "lr": opts.lr, "batch": opts.batch,
               "n_train": len(train), "n_held_out": len(hold), "history": history, "chosen_epoch": best_epoch,
               "held_out_kl_solver": history[0]["held_out_kl"], "held_out_kl_chosen": best_kl, "layers": layers}
